@@ -1,0 +1,94 @@
+"""`edge-ser calibrate`: measure every segment on this device and fit its latency model.
+
+Each clip length is run `repeats` times, lengths interleaved, so that a burst of
+load on a shared machine spreads over all lengths instead of bending one. Memory
+per segment is the growth of this process's resident set when the segment is
+opened and first run (onnxruntime allocates its arena on first use).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from .audio import normalize
+from .classifier import Classifier
+from .profile import DeviceProfile, fit_cost
+
+
+def calibrate_profile(
+    classifier: Classifier,
+    seconds: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 12.0),
+    repeats: int = 5,
+    quantile: float = 0.99,
+    progress=None,
+) -> DeviceProfile:
+    manifest = classifier.manifest
+    engine = classifier.engine
+    segments = list(manifest.chain) + [e.head for e in manifest.exits]
+    rate = manifest.sample_rate
+    process = psutil.Process()
+    rng = np.random.default_rng(0)
+
+    memory: dict[str, float] = {}
+    value = normalize(rng.standard_normal(rate).astype(np.float32))[None, :]
+    hidden = None
+    for seg in manifest.chain:  # open in chain order: each opens on the output of the one before
+        before = process.memory_info().rss
+        out = engine.run(seg, value if seg.kind == "encoder" else hidden)
+        memory[seg.name] = max(0.0, (process.memory_info().rss - before) / 2**20)
+        hidden = out
+        for e in manifest.exits:
+            if e.after == seg.name:
+                before = process.memory_info().rss
+                engine.run(e.head, hidden)
+                memory[e.head.name] = max(0.0, (process.memory_info().rss - before) / 2**20)
+
+    timings: dict[str, list[tuple[float, float]]] = {s.name: [] for s in segments}
+    prep: list[tuple[float, float]] = []
+    clips = {s: rng.standard_normal(int(s * rate)).astype(np.float32) * 0.1 for s in seconds}
+    total = repeats * len(seconds)
+    for r in range(repeats):
+        for s in seconds:
+            start = time.perf_counter()
+            value = normalize(clips[s])[None, :]
+            prep.append((s, 1000 * (time.perf_counter() - start)))
+            for seg in manifest.chain:
+                start = time.perf_counter()
+                value = engine.run(seg, value)
+                timings[seg.name].append((s, 1000 * (time.perf_counter() - start)))
+                for e in manifest.exits:
+                    if e.after == seg.name:
+                        start = time.perf_counter()
+                        engine.run(e.head, value)
+                        timings[e.head.name].append((s, 1000 * (time.perf_counter() - start)))
+            if progress:
+                progress(r * len(seconds) + seconds.index(s) + 1, total)
+
+    def fit(samples, mem=0.0):
+        arr = np.array(samples)
+        return fit_cost(arr[:, 0], arr[:, 1], quantile, mem)
+
+    return DeviceProfile(
+        model=manifest.name,
+        precision=engine.precision,
+        threads=engine.threads,
+        quantile=quantile,
+        segments={name: fit(samples, memory.get(name, 0.0)) for name, samples in timings.items()},
+        preprocess=fit(prep),
+    )
+
+
+def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 3.0, 10.0)) -> str:
+    lines = [f"device profile for {profile.model} ({profile.precision}, {profile.threads or 'default'} threads) on {profile.device}"]
+    lines.append(f"{'segment':<16}" + "".join(f"{f'{s:g} s (ms)':>12}" for s in seconds) + f"{'fit err':>9}{'high x':>8}{'mem MB':>8}")
+    for name, cost in profile.segments.items():
+        row = "".join(f"{cost.predict_ms(s, high=False):>12.2f}" for s in seconds)
+        lines.append(f"{name:<16}{row}{100 * cost.fit_error:>8.1f}%{cost.high_ratio:>8.2f}{cost.memory_mb:>8.1f}")
+    return "\n".join(lines)
+
+
+def default_profile_path(model_dir: Path) -> Path:
+    return Path(model_dir) / "profile.yaml"

@@ -1,0 +1,307 @@
+"""The device API: Classifier(model_dir).classify(audio) -> Result.
+
+A run goes segment by segment: encoder, transformer blocks up to an exit, that
+exit's head. It stops at the first exit the stop rule is sure of (adaptive
+mode), at the exit asked for, or before a segment that would break the budget
+(anytime: the best answer so far is returned). Budgets cover the work from
+decoded samples to the answer; decoding is timed apart (decode_ms).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .audio import AudioError, check_samples, decode, normalize
+from .engine import Engine
+from .manifest import Exit, Manifest, Segment, load_manifest
+from .policy import StopRule, softmax
+from .profile import DeviceProfile, OnlineEstimate
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+class BudgetError(RuntimeError):
+    """--strict and not even the first exit fits the budget."""
+
+
+@dataclass
+class Result:
+    label: str
+    probabilities: dict[str, float]
+    exit_layer: int
+    segments_run: list[str]
+    latency_ms: float  # preprocessing + segments + heads + stop rule: what a budget covers
+    seconds: float  # audio duration
+    stopped_by: str  # confident | exit | budget | last
+    budget_ms: float | None = None
+    budget_met: bool | None = None
+    estimated: bool = False  # True when no device profile backed the plan
+    decode_ms: float | None = None  # file decoding + resampling, outside the budget
+    windows: list["Result"] = field(default_factory=list)  # long audio: one result per window
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "windows"}
+        if self.windows:
+            data["windows"] = [w.to_dict() for w in self.windows]
+        return data
+
+
+@dataclass
+class Plan:
+    last_exit: int  # deepest exit this run may reach
+    adaptive: bool
+    predicted_ms: dict[int, float]  # exit -> predicted cost (high quantile) of a run that stops there
+    fits: bool  # False: not even the first exit fits; the first exit answers anyway
+    estimated: bool
+
+
+class Classifier:
+    """Speech emotion classification with exits; one instance is safe to share between threads.
+
+    model_dir: an exported model directory (default: the shipped demo model).
+    profile:   a device profile YAML from `edge-ser calibrate` (or a DeviceProfile); without one,
+               budgets are planned from this process's own measurements and flagged as estimates.
+    precision: fp32 or int8 (where the model ships int8 files).
+    measure:   the adaptive stop rule: max_prob (default), entropy or patience.
+    window_seconds: longer audio is classified window by window, each window on its own budget.
+    shared_pool: one onnxruntime thread pool for all segments (see Engine); False if the app runs
+               other onnxruntime sessions in the same process.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        profile: str | Path | DeviceProfile | None = None,
+        precision: str = "fp32",
+        threads: int = 0,
+        providers: list[str] | None = None,
+        measure: str | None = None,
+        window_seconds: float = 10.0,
+        shared_pool: bool = True,
+    ):
+        self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
+        self.manifest: Manifest = load_manifest(self.model_dir)
+        self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
+        self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
+        self.stop_rule = StopRule.from_policy(self.manifest.policy, measure) if self.manifest.policy else None
+        self.window_seconds = window_seconds
+        self._online = OnlineEstimate()
+        self._online_lock = threading.Lock()
+
+    # ---- planning -------------------------------------------------------------------------
+
+    def _segments_between(self, previous: Exit | None, exit_: Exit) -> list[Segment]:
+        chain = self.manifest.chain_to(exit_)
+        return chain[len(self.manifest.chain_to(previous)) :] if previous else chain
+
+    def _predict(self, segment: Segment, seconds: float) -> float | None:
+        if self.profile is not None and segment.name in self.profile.segments:
+            return self.profile.predict_ms(segment.name, seconds)
+        with self._online_lock:
+            known = self._online.predict_ms(segment.name, seconds)
+            if known is not None or segment.kind != "blocks":
+                return known
+            # An unseen block run: scale the per-layer cost of blocks already seen.
+            per_layer = [
+                self._online.predict_ms(s.name, seconds) / (s.layers[1] - s.layers[0])
+                for s in self.manifest.chain
+                if s.kind == "blocks" and self._online.predict_ms(s.name, seconds) is not None
+            ]
+        return max(per_layer) * (segment.layers[1] - segment.layers[0]) if per_layer else None
+
+    def memory_mb(self, exit_: Exit) -> float:
+        """Memory the segments up to `exit_` add: profiled, or the file sizes when there is no profile."""
+        parts = self.manifest.chain_to(exit_) + [exit_.head]
+        if self.profile is not None:
+            return sum(self.profile.segments[s.name].memory_mb for s in parts if s.name in self.profile.segments)
+        return sum(s.file_for(self.engine.precision).bytes for s in parts) / 2**20
+
+    def plan(
+        self, seconds: float, budget_ms: float | None = None, memory_mb: float | None = None, exit: int | str | None = None
+    ) -> Plan:
+        """Deepest exit that fits the budgets, for a clip of `seconds`."""
+        exits = self.manifest.exits
+        adaptive = exit in (None, "auto") and self.stop_rule is not None
+        if exit not in (None, "auto"):
+            exits = exits[: exits.index(self.manifest.exit_at(int(exit))) + 1]
+        predicted: dict[int, float] = {}
+        estimated = self.profile is None
+        total = 0.0
+        if self.profile is not None and self.profile.preprocess is not None:
+            total += self.profile.preprocess.predict_ms(seconds)
+        heads_so_far = 0.0
+        previous = None
+        for e in exits:
+            for seg in self._segments_between(previous, e):
+                ms = self._predict(seg, seconds)
+                total += ms if ms is not None else math.nan
+            head = self._predict(e.head, seconds) or 0.0
+            predicted[e.layer] = total + heads_so_far + head
+            heads_so_far += head if adaptive else 0.0
+            previous = e
+        allowed = [e for e in exits if memory_mb is None or self.memory_mb(e) <= memory_mb]
+        if budget_ms is not None:
+            # NaN (unknown cost, first runs without a profile) counts as fitting: the run finds out.
+            allowed = [e for e in allowed if not predicted[e.layer] > budget_ms]
+        fits = bool(allowed)
+        last = allowed[-1].layer if allowed else exits[0].layer
+        return Plan(last, adaptive, predicted, fits, estimated)
+
+    # ---- running --------------------------------------------------------------------------
+
+    def classify(
+        self,
+        audio: str | Path | np.ndarray,
+        sample_rate: int | None = None,
+        *,
+        budget_ms: float | None = None,
+        memory_mb: float | None = None,
+        exit: int | str | None = None,
+        strict: bool = False,
+    ) -> Result:
+        """Classify a file path or samples (mono float or PCM ints; sample_rate required for arrays).
+
+        exit: an exit layer to run to, or "auto"/None for adaptive early exit.
+        strict: raise BudgetError instead of answering from the first exit when nothing fits.
+        """
+        rate = self.manifest.sample_rate
+        decode_ms = None
+        if isinstance(audio, (str, Path)):
+            start = time.perf_counter()
+            samples = decode(audio, rate)
+            decode_ms = 1000 * (time.perf_counter() - start)
+            source = str(audio)
+        else:
+            if sample_rate is None:
+                raise AudioError("sample_rate is required when passing samples")
+            samples = check_samples(audio, sample_rate, 1)
+            if sample_rate != rate:
+                from .audio import resample
+
+                samples = resample(samples, sample_rate, rate)
+            source = None
+        samples = check_samples(samples, rate, self.manifest.min_samples)
+        windows = list(self._windows(samples))
+        results = [self._classify_samples(w, budget_ms, memory_mb, exit, strict) for w in windows]
+        result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
+        result.decode_ms, result.source = decode_ms, source
+        return result
+
+    def _windows(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        """Equal windows of at most window_seconds (views, no copies)."""
+        size = int(self.window_seconds * self.manifest.sample_rate)
+        count = max(1, math.ceil(samples.size / size))
+        bounds = np.linspace(0, samples.size, count + 1).astype(int)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            yield samples[a:b]
+
+    def _combine(self, results: list[Result], budget_ms: float | None) -> Result:
+        probs = np.mean([[r.probabilities[label] for label in self.manifest.labels] for r in results], axis=0)
+        best = int(probs.argmax())
+        return Result(
+            label=self.manifest.labels[best],
+            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs)},
+            exit_layer=max(r.exit_layer for r in results),
+            segments_run=sorted({s for r in results for s in r.segments_run}, key=self._order),
+            latency_ms=sum(r.latency_ms for r in results),
+            seconds=sum(r.seconds for r in results),
+            stopped_by="windows",
+            budget_ms=budget_ms,
+            budget_met=None if budget_ms is None else all(r.budget_met for r in results),
+            estimated=any(r.estimated for r in results),
+            windows=results,
+        )
+
+    def _order(self, name: str) -> int:
+        names = [s.name for s in self.manifest.chain] + [e.head.name for e in self.manifest.exits]
+        return names.index(name)
+
+    def _timed(self, segment: Segment, value: np.ndarray, seconds: float, ran: list[str]) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.engine.run(segment, value)
+        ms = 1000 * (time.perf_counter() - start)
+        with self._online_lock:
+            self._online.observe(segment.name, seconds, ms)
+        ran.append(segment.name)
+        return out
+
+    def _classify_samples(self, samples, budget_ms, memory_mb, exit, strict) -> Result:
+        rate = self.manifest.sample_rate
+        seconds = samples.size / rate
+        start = time.perf_counter()
+        plan = self.plan(seconds, budget_ms, memory_mb, exit)
+        if not plan.fits and strict:
+            first = self.manifest.exits[0]
+            need = plan.predicted_ms.get(first.layer, math.nan)
+            raise BudgetError(
+                f"not even exit {first.layer} fits: predicted {need:.1f} ms for {seconds:.2f} s of audio"
+                + (f" against {budget_ms:g} ms" if budget_ms is not None else "")
+                + (f", {self.memory_mb(first):.0f} MB against {memory_mb:g} MB" if memory_mb is not None else "")
+            )
+        elapsed = lambda: 1000 * (time.perf_counter() - start)  # noqa: E731
+        value = normalize(samples) if self.manifest.normalize else samples
+        value = value[None, :]  # (1, S)
+        ran: list[str] = []
+        seen: list[np.ndarray] = []
+        answered: tuple[Exit, np.ndarray] | None = None
+        pending: tuple[Exit, np.ndarray] | None = None  # passed exit whose head has not run (fixed mode)
+        stopped_by, previous = "last", None
+        for e in self.manifest.exits:
+            if e.layer > plan.last_exit:
+                break
+            segments = self._segments_between(previous, e)
+            if budget_ms is not None and (answered or pending):
+                upcoming = [self._predict(s, seconds) for s in segments + [e.head]]
+                if None not in upcoming and elapsed() + sum(upcoming) > budget_ms:
+                    stopped_by = "budget"
+                    break
+            for seg in segments:
+                value = self._timed(seg, value, seconds, ran)
+            previous = e
+            if plan.adaptive or e.layer == plan.last_exit:
+                probs = softmax(self._timed(e.head, value, seconds, ran)[0])
+                seen.append(probs)
+                answered, pending = (e, probs), None
+                if plan.adaptive and e.layer < plan.last_exit and self.stop_rule.should_stop(seen):
+                    stopped_by = "confident"
+                    break
+            else:
+                pending = (e, value)
+        if pending is not None:  # stopped for the budget between exits: answer from the exit passed last
+            probs = softmax(self._timed(pending[0].head, pending[1], seconds, ran)[0])
+            answered = (pending[0], probs)
+        if stopped_by == "last" and exit not in (None, "auto"):
+            stopped_by = "exit"
+        exit_used, probs = answered
+        latency = elapsed()
+        return Result(
+            label=self.manifest.labels[int(probs.argmax())],
+            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs)},
+            exit_layer=exit_used.layer,
+            segments_run=ran,
+            latency_ms=latency,
+            seconds=seconds,
+            stopped_by=stopped_by,
+            budget_ms=budget_ms,
+            budget_met=None if budget_ms is None else latency <= budget_ms,
+            estimated=plan.estimated,
+        )
+
+    def exit_probabilities(self, samples: np.ndarray) -> dict[int, np.ndarray]:
+        """Probabilities at every exit for mono samples at the model's rate (evaluation, calibration)."""
+        value = normalize(samples) if self.manifest.normalize else samples
+        value = value[None, :].astype(np.float32)
+        out, previous = {}, None
+        for e in self.manifest.exits:
+            for seg in self._segments_between(previous, e):
+                value = self.engine.run(seg, value)
+            out[e.layer] = softmax(self.engine.run(e.head, value)[0])
+            previous = e
+        return out

@@ -1,0 +1,301 @@
+"""The `edge-ser` command.
+
+Device commands (classify, info, calibrate) use the runtime only. Training-side
+commands (corpus, train, evaluate, export, baselines) live in edge_ser_torch and
+are imported only when called, so a device without torch still gets `--help`
+and one line that says how to install them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .units import parse_duration_ms, parse_seconds, parse_size_mb
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
+TRAIN_EXTRA = "pip install -e '.[train]'  (CPU-only torch: see README, 'Installing')"
+
+
+class CliError(Exception):
+    """Reported as one line on stderr with exit status 2."""
+
+
+def _typed(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _exit_choice(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"--exit takes a layer number or 'auto', got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-ser",
+        description="Speech emotion recognition with early exits, for small devices.",
+        epilog="Run 'edge-ser COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-ser {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("classify", help="classify audio files or folders", description=(
+        "Classify audio files (or folders of them). Budgets cover the work from decoded samples to the answer; "
+        "decoding is reported apart. Without a device profile (edge-ser calibrate), budgets are planned from "
+        "this run's own measurements and flagged as estimates."))
+    c.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, ogg, mp3 ...)")
+    c.add_argument("--model", type=Path, help="model directory (default: the shipped demo model)")
+    c.add_argument("--budget", type=_typed(parse_duration_ms), metavar="TIME",
+                   help="latency budget per clip (or per window), e.g. 50ms, 0.2s")
+    c.add_argument("--memory", type=_typed(parse_size_mb), metavar="SIZE",
+                   help="memory budget for the model's segments, e.g. 120MB")
+    c.add_argument("--exit", type=_exit_choice, default="auto", metavar="N|auto",
+                   help="run to exit layer N, or 'auto' for adaptive early exit (default)")
+    c.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
+                   help="adaptive stop rule (default: the model's, max_prob)")
+    c.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml if present)")
+    c.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
+    c.add_argument("--window", type=_typed(parse_seconds), default=10.0, metavar="TIME",
+                   help="longer audio is classified in windows of this length (default 10s)")
+    c.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default: one per core)")
+    c.add_argument("--provider", action="append", metavar="NAME",
+                   help="onnxruntime execution provider, repeatable, in order of preference "
+                        "(e.g. CUDAExecutionProvider on a Jetson); default CPUExecutionProvider")
+    c.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+
+    i = sub.add_parser("info", help="describe a model directory")
+    i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile")
+    k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
+    k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml)")
+    k.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    k.add_argument("--threads", type=int, default=0)
+    k.add_argument("--seconds", default="1,2,4,8,12", help="clip lengths to time, comma-separated (default 1,2,4,8,12)")
+    k.add_argument("--repeats", type=int, default=5)
+    k.add_argument("--provider", action="append", metavar="NAME")
+
+    t = sub.add_parser("train", help="[train extra] train a self-distilled model from a YAML config")
+    t.add_argument("config", type=Path)
+    t.add_argument("--stage", choices=["both", "select", "final"], default="both",
+                   help="select: train -> pick the epoch on dev; final: train+dev -> test; both (default)")
+    t.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+
+    e = sub.add_parser("evaluate", help="[train extra] UAR per exit, fusion and confusion of a checkpoint")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--split", choices=["train", "dev", "test"], default="test")
+    e.add_argument("--manifest", type=Path, help="corpus CSV (default: the one in the checkpoint's config)")
+    e.add_argument("--out", type=Path, help="write the evaluation JSON here")
+
+    x = sub.add_parser("export", help="[train extra] cut a checkpoint into ONNX segments + manifest.yaml")
+    x.add_argument("checkpoint", type=Path, nargs="?", help="trained checkpoint (.pt); omit with --base")
+    x.add_argument("--base", help="untrained export from a local HF checkpoint dir, or 'base'/'tiny' for a "
+                                  "random wav2vec2 of that size (latency work before training)")
+    x.add_argument("--out", type=Path, required=True, help="model directory to write")
+    x.add_argument("--name", help="model name in the manifest (default: the out folder's name)")
+    x.add_argument("--manifest", type=Path, help="corpus CSV for int8 calibration, accuracy and exit thresholds "
+                                                 "(default: the checkpoint's)")
+    x.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs torch check")
+    x.add_argument("--no-int8", action="store_true", help="fp32 files only")
+    x.add_argument("--fp32-encoder", action="store_true", help="keep the CNN encoder fp32 in the int8 variant")
+    x.add_argument("--monolithic", action="store_true", help="also write monolithic.onnx (for benchmarks)")
+    x.add_argument("--max-loss", type=float, default=0.01, help="UAR loss allowed for early exit (default 0.01)")
+    x.add_argument("--labels", default=None, help="comma-separated labels for an untrained export")
+
+    g = sub.add_parser("corpus", help="[train extra] write the synthetic style corpus (not emotions)")
+    g.add_argument("out", type=Path)
+    g.add_argument("--speakers", type=int, default=16)
+    g.add_argument("--clips-per-style", type=int, default=16, help="per speaker")
+    g.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("baselines", help="[train extra] the paper's Table 2: baselines and exits, markdown + JSON")
+    b.add_argument("config", type=Path)
+    b.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+    b.add_argument("--layers", default=None, help="layers for the truncation and single-exit sweeps (default all)")
+    b.add_argument("--skip", default="", help="comma-separated: truncated,distill,single_exit,self_distilled")
+    return parser
+
+
+# ---- device commands ----------------------------------------------------------------------
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by the audio files under them (sorted). Missing paths stay, to be reported."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            inside = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+            if not inside:
+                raise CliError(f"{p}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            found.extend(inside)
+        else:
+            found.append(p)
+    return found
+
+
+def _default_profile(args) -> Path | None:
+    if args.profile:
+        if not args.profile.is_file():
+            raise CliError(f"{args.profile}: no such device profile")
+        return args.profile
+    from .classifier import DEFAULT_MODEL
+
+    candidate = (args.model or DEFAULT_MODEL) / "profile.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def _format_row(r) -> str:
+    budget = "" if r.budget_ms is None else (
+        f"{'met' if r.budget_met else 'MISSED'} {r.budget_ms:g} ms" + (" (est.)" if r.estimated else ""))
+    conf = r.probabilities[r.label]
+    return f"{r.label:<14} {conf:>5.2f} {r.exit_layer:>4} {r.latency_ms:>9.1f} {r.stopped_by:<10} {budget}"
+
+
+def cmd_classify(args) -> int:
+    from tqdm import tqdm
+
+    from .audio import AudioError
+    from .classifier import BudgetError, Classifier
+
+    files = expand_paths(args.paths)
+    classifier = Classifier(args.model, profile=_default_profile(args), precision=args.precision,
+                            threads=args.threads, providers=args.provider, measure=args.measure,
+                            window_seconds=args.window)
+    failures = 0
+    if not args.json:
+        print(f"{'file':<28} {'label':<14} {'p':>5} {'exit':>4} {'ms':>9} {'stopped':<10} budget")
+    bar = tqdm(files, unit="file", disable=len(files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
+    for path in bar:
+        try:
+            result = classifier.classify(path, budget_ms=args.budget, memory_mb=args.memory, exit=args.exit,
+                                         strict=args.strict)
+        except (AudioError, BudgetError) as err:
+            failures += 1
+            if args.json:
+                print(json.dumps({"source": str(path), "error": str(err)}), flush=True)
+            bar.write(f"edge-ser: {path}: {err}" if str(path) not in str(err) else f"edge-ser: {err}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        else:
+            name = path.name if len(path.name) <= 28 else "..." + path.name[-25:]
+            bar.write(f"{name:<28} {_format_row(result)}")
+            for w, window in enumerate(result.windows):
+                bar.write(f"{'  window ' + str(w + 1):<28} {_format_row(window)}")
+    if not args.json and classifier.manifest.provenance.get("synthetic"):
+        print("note: the demo model tells apart synthetic speech styles, not real emotions", file=sys.stderr)
+    if failures:
+        print(f"edge-ser: {failures} of {len(files)} file(s) failed", file=sys.stderr)
+        return 3 if failures == len(files) and args.strict else 1
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .classifier import DEFAULT_MODEL
+    from .manifest import load_manifest
+
+    directory = args.model or DEFAULT_MODEL
+    manifest = load_manifest(directory)
+    if args.json:
+        print(json.dumps(manifest.to_dict(), indent=1))
+        return 0
+    print(f"{manifest.name}: {manifest.description}")
+    print(f"  directory   {directory}")
+    print(f"  audio       {manifest.sample_rate} Hz mono, {'normalised per clip' if manifest.normalize else 'raw'}, "
+          f"at least {1000 * manifest.min_samples / manifest.sample_rate:.0f} ms")
+    print(f"  labels      {', '.join(manifest.labels)}")
+    precisions = sorted({p for s in manifest.chain for p in s.files})
+    print(f"  precisions  {', '.join(precisions)}")
+    print("  chain       " + " -> ".join(s.name for s in manifest.chain))
+    dev_int8 = manifest.precisions.get("int8", {}).get("dev_uar", {})
+    print(f"  {'exit':>4} {'path params':>12} {'dev UAR':>8} {'test UAR':>8} {'int8 dev':>8}  files")
+    for e in manifest.exits:
+        def pct(v):
+            return f"{100 * v:>7.1f}%" if isinstance(v, (int, float)) else f"{'-':>8}"
+        mb = sum(s.file_for("fp32").bytes for s in manifest.chain_to(e) + [e.head]) / 2**20
+        print(f"  {e.layer:>4} {e.path_parameters:>12,} {pct(e.dev_uar)} {pct(e.test_uar)} "
+              f"{pct(dev_int8.get(str(e.layer)))}  {mb:.1f} MB fp32")
+    if manifest.policy:
+        rule = manifest.policy["measures"][manifest.policy.get("default", "max_prob")]
+        print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold')}: dev UAR "
+              f"{100 * rule['dev_uar']:.1f}% vs {100 * rule['full_uar']:.1f}% at full depth, "
+              f"{100 * rule['compute_share']:.0f}% of full-depth compute (mean exit {rule['mean_exit_layer']:.1f})")
+    for key, value in manifest.provenance.items():
+        print(f"  {key:<11} {value}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_profile, default_profile_path, describe_profile
+    from .classifier import DEFAULT_MODEL, Classifier
+
+    directory = args.model or DEFAULT_MODEL
+    try:
+        seconds = tuple(float(s) for s in args.seconds.split(","))
+    except ValueError:
+        raise CliError(f"--seconds takes comma-separated numbers, got {args.seconds!r}") from None
+    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider)
+
+    def progress(done, total):
+        print(f"\rcalibrating {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    profile = calibrate_profile(classifier, seconds, args.repeats, progress=progress)
+    print(file=sys.stderr)
+    out = args.out or default_profile_path(directory)
+    profile.save(out)
+    print(describe_profile(profile))
+    print(f"wrote {out}")
+    return 0
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+
+DEVICE_COMMANDS = {"classify": cmd_classify, "info": cmd_info, "calibrate": cmd_calibrate}
+
+
+def _torch_command(name: str):
+    try:
+        import torch  # noqa: F401
+
+        from edge_ser_torch import commands
+    except ImportError as err:
+        raise CliError(f"'edge-ser {name}' needs the training extra ({err.name} is missing): {TRAIN_EXTRA}") from None
+    return getattr(commands, f"cmd_{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .audio import AudioError
+    from .classifier import BudgetError
+    from .manifest import ManifestError
+
+    try:
+        handler = DEVICE_COMMANDS.get(args.command) or _torch_command(args.command)
+        return handler(args)
+    except BudgetError as err:
+        print(f"edge-ser: {err}", file=sys.stderr)
+        return 3
+    except (CliError, ManifestError, AudioError, ValueError, FileNotFoundError) as err:
+        print(f"edge-ser: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edge-ser: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""onnxruntime sessions for the segments of one model directory, opened lazily.
+
+Why one process-wide thread pool: each InferenceSession has its own intra-op
+pool by default, and on a small CPU the spinning threads of one segment fight
+the next segment's. With a shared global pool a chain of segments runs level
+with one monolithic graph (measured in benchmarks/bench_chain.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .manifest import Manifest, ManifestError, Segment
+
+_GLOBAL_POOL_THREADS: int | None = None
+_GLOBAL_POOL_LOCK = threading.Lock()
+
+
+def _ensure_global_pool(threads: int) -> int:
+    """Size onnxruntime's process-wide pool once; later calls get the size already set."""
+    global _GLOBAL_POOL_THREADS
+    with _GLOBAL_POOL_LOCK:
+        if _GLOBAL_POOL_THREADS is None:
+            try:
+                ort.capi._pybind_state.set_global_thread_pool_sizes(threads, 1)
+            except Exception:  # another library in this process created the pools first: share them
+                pass
+            _GLOBAL_POOL_THREADS = threads
+        return _GLOBAL_POOL_THREADS
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Engine:
+    """Runs named segments; opens (and hash-checks) each file the first time it is needed.
+
+    threads: intra-op threads (0 = onnxruntime's choice, one per core).
+    shared_pool: use one process-wide pool for all segments (the first Engine fixes its size).
+             Once it exists, every onnxruntime session in the process must opt in to it, so an app
+             that runs other onnxruntime models itself (a VAD, say) passes shared_pool=False.
+    providers: onnxruntime execution providers, e.g. ["CUDAExecutionProvider", "CPUExecutionProvider"].
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        manifest: Manifest,
+        precision: str = "fp32",
+        threads: int = 0,
+        providers: list[str] | None = None,
+        shared_pool: bool = True,
+    ):
+        have = sorted({p for seg in manifest.chain for p in seg.files})
+        if precision not in have:
+            raise ManifestError(f"this model has no {precision} files; available: {', '.join(have)}")
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.precision = precision
+        self.providers = providers or ["CPUExecutionProvider"]
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            raise ManifestError(
+                f"execution provider(s) {', '.join(missing)} not available here; "
+                f"available: {', '.join(ort.get_available_providers())}"
+            )
+        self.shared_pool = shared_pool
+        self.threads = _ensure_global_pool(threads) if shared_pool else threads
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self.opened: list[str] = []  # files opened so far, in order (lazy loading is observable)
+
+    def _options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.use_per_session_threads = not self.shared_pool
+        if not self.shared_pool:
+            options.intra_op_num_threads = self.threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        return options
+
+    def session(self, segment: Segment) -> ort.InferenceSession:
+        with self._lock:
+            session = self._sessions.get(segment.name)
+            if session is None:
+                ref = segment.file_for(self.precision)
+                path = self.directory / ref.file
+                if not path.is_file():
+                    raise ManifestError(f"{self.directory}: missing file {ref.file} (segment {segment.name})")
+                if sha256_of(path) != ref.sha256:
+                    raise ManifestError(f"{path}: sha256 does not match the manifest; refusing a modified model file")
+                session = ort.InferenceSession(str(path), sess_options=self._options(), providers=self.providers)
+                self._sessions[segment.name] = session
+                self.opened.append(ref.file)
+            return session
+
+    def run(self, segment: Segment, value: np.ndarray) -> np.ndarray:
+        """One segment: its single input -> its single output. Sessions are thread-safe for run()."""
+        return self.session(segment).run([segment.output], {segment.input: value})[0]
+
+    def is_open(self, segment: Segment) -> bool:
+        return segment.name in self._sessions

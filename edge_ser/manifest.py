@@ -1,0 +1,170 @@
+"""manifest.yaml: the contract between `edge-ser export` and the runtime.
+
+A model directory holds the manifest and ONNX files. The chain is
+
+    encoder -> blocks_00_03 -> blocks_03_08 -> ... -> blocks_10_12
+                    |               |                       |
+                 exit_03         exit_08                 exit_12
+
+Every file is listed with its sha256. Loading a manifest checks structure and
+that no path leaves the directory; a file's hash is checked when the file is
+first opened, so a run that stops at exit 3 never reads later files.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "int8")
+
+
+class ManifestError(ValueError):
+    """The model directory is not usable: a clear one-line reason."""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    file: str  # relative to the model directory
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One ONNX graph: the encoder, a run of transformer layers, or an exit head."""
+
+    name: str
+    kind: str  # encoder | blocks | head
+    input: str
+    output: str
+    parameters: int
+    files: dict[str, FileRef]  # precision -> file
+    layers: tuple[int, int] = (0, 0)  # blocks: (first layer before, last layer after), 1-based exclusive start
+
+    def file_for(self, precision: str) -> FileRef:
+        """The file of this precision, or fp32 where this segment has no such variant (heads stay fp32)."""
+        return self.files.get(precision) or self.files["fp32"]
+
+
+@dataclass(frozen=True)
+class Exit:
+    layer: int
+    after: str  # name of the chain segment whose output feeds this head
+    head: Segment
+    path_parameters: int  # encoder + layers up to here + this head
+    dev_uar: float | None = None
+    test_uar: float | None = None
+
+
+@dataclass
+class Manifest:
+    name: str
+    description: str
+    sample_rate: int
+    normalize: bool  # zero-mean unit-variance per clip before the encoder
+    min_samples: int  # shortest input that gives one encoder frame
+    samples_per_frame: int
+    labels: list[str]
+    chain: list[Segment]  # encoder, then blocks in order
+    exits: list[Exit]  # in layer order; the last is the teacher
+    policy: dict[str, Any] = field(default_factory=dict)  # calibrated early-exit thresholds
+    precisions: dict[str, Any] = field(default_factory=dict)  # per precision: dev UAR per exit, what is quantized
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def exit_at(self, layer: int) -> Exit:
+        for e in self.exits:
+            if e.layer == layer:
+                return e
+        raise ManifestError(f"this model has no exit at layer {layer}; exits: {', '.join(str(e.layer) for e in self.exits)}")
+
+    def chain_to(self, exit_: Exit) -> list[Segment]:
+        """Chain segments that must run before `exit_`'s head, in order."""
+        names = [s.name for s in self.chain]
+        return self.chain[: names.index(exit_.after) + 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for seg in data["chain"] + [e["head"] for e in data["exits"]]:
+            seg["layers"] = list(seg["layers"])
+        return data
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / "manifest.yaml"
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=120))
+        return path
+
+
+def _segment(raw: dict[str, Any], where: str) -> Segment:
+    try:
+        files = {p: FileRef(**ref) for p, ref in raw["files"].items()}
+        if "fp32" not in files:
+            raise ManifestError(f"{where}: segment {raw['name']!r} has no fp32 file")
+        unknown = set(files) - set(PRECISIONS)
+        if unknown:
+            raise ManifestError(f"{where}: unknown precision(s) {sorted(unknown)}")
+        return Segment(
+            name=raw["name"], kind=raw["kind"], input=raw["input"], output=raw["output"],
+            parameters=int(raw["parameters"]), files=files, layers=tuple(raw.get("layers", (0, 0))),
+        )
+    except (KeyError, TypeError) as err:
+        raise ManifestError(f"{where}: malformed segment ({err})") from None
+
+
+def _check_inside(directory: Path, segments: list[Segment]) -> None:
+    root = directory.resolve()
+    for seg in segments:
+        for ref in seg.files.values():
+            target = (root / ref.file).resolve()
+            if root not in target.parents:
+                raise ManifestError(f"{directory}: file {ref.file!r} of segment {seg.name!r} lies outside the model directory")
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Read and validate `directory`/manifest.yaml (structure and paths; hashes are checked on open)."""
+    directory = Path(directory)
+    path = directory / "manifest.yaml"
+    if not path.is_file():
+        raise ManifestError(f"{directory}: not a model directory (no manifest.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: not a manifest")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format version {version!r}; this runtime reads version {FORMAT_VERSION}")
+    try:
+        chain = [_segment(s, str(path)) for s in raw["chain"]]
+        exits = [
+            Exit(
+                layer=int(e["layer"]), after=e["after"], head=_segment(e["head"], str(path)),
+                path_parameters=int(e["path_parameters"]), dev_uar=e.get("dev_uar"), test_uar=e.get("test_uar"),
+            )
+            for e in raw["exits"]
+        ]
+        manifest = Manifest(
+            name=raw["name"], description=raw.get("description", ""), sample_rate=int(raw["sample_rate"]),
+            normalize=bool(raw["normalize"]), min_samples=int(raw["min_samples"]),
+            samples_per_frame=int(raw["samples_per_frame"]), labels=list(raw["labels"]), chain=chain, exits=exits,
+            policy=raw.get("policy") or {}, precisions=raw.get("precisions") or {}, provenance=raw.get("provenance") or {},
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, ManifestError):
+            raise
+        raise ManifestError(f"{path}: missing or malformed field ({err})") from None
+    names = [s.name for s in chain]
+    if not chain or chain[0].kind != "encoder":
+        raise ManifestError(f"{path}: the chain must start with the encoder")
+    for e in exits:
+        if e.after not in names:
+            raise ManifestError(f"{path}: exit {e.layer} follows unknown segment {e.after!r}")
+    if [e.layer for e in exits] != sorted(e.layer for e in exits) or not exits:
+        raise ManifestError(f"{path}: exits must be listed in layer order")
+    _check_inside(directory, chain + [e.head for e in exits])
+    return manifest

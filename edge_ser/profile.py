@@ -1,0 +1,94 @@
+"""Device profiles: how long each segment takes on *this* device, and how much memory it adds.
+
+Latency is modelled per segment as ms = a + b*s + c*s^2 for a clip of s seconds
+(the CNN and exit heads grow linearly, attention quadratically), fitted by
+least squares to timings at several clip lengths. Planning uses a high quantile:
+the prediction times the `quantile` ratio of measured to fitted time seen during
+calibration, so a budget is met on (almost) every run, not on the average one.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+PROFILE_VERSION = 1
+
+
+@dataclass
+class SegmentCost:
+    coefficients: list[float]  # a, b, c of ms = a + b*s + c*s^2
+    high_ratio: float  # quantile of measured / fitted over calibration runs (>= 1)
+    fit_error: float  # median |measured - fitted| / measured
+    memory_mb: float  # resident memory added by opening and first running this segment
+
+    def predict_ms(self, seconds: float, high: bool = True) -> float:
+        a, b, c = self.coefficients
+        ms = max(0.0, a + b * seconds + c * seconds * seconds)
+        return ms * self.high_ratio if high else ms
+
+
+@dataclass
+class DeviceProfile:
+    model: str
+    precision: str
+    threads: int
+    device: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor() or platform.node()}")
+    quantile: float = 0.99
+    segments: dict[str, SegmentCost] = field(default_factory=dict)  # segment name (chain and heads) -> cost
+    preprocess: SegmentCost | None = None
+    version: int = PROFILE_VERSION
+
+    def predict_ms(self, name: str, seconds: float, high: bool = True) -> float:
+        return self.segments[name].predict_ms(seconds, high)
+
+    def save(self, path: str | Path) -> Path:
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DeviceProfile":
+        raw = yaml.safe_load(Path(path).read_text())
+        if not isinstance(raw, dict) or raw.get("version") != PROFILE_VERSION:
+            raise ValueError(f"{path}: not an edge-ser device profile (version {PROFILE_VERSION})")
+        raw["segments"] = {k: SegmentCost(**v) for k, v in raw["segments"].items()}
+        if raw.get("preprocess"):
+            raw["preprocess"] = SegmentCost(**raw["preprocess"])
+        return cls(**raw)
+
+
+def fit_cost(seconds: np.ndarray, ms: np.ndarray, quantile: float, memory_mb: float = 0.0) -> SegmentCost:
+    """Least-squares a + b*s + c*s^2 (c >= 0 in practice); ratio quantile over all samples."""
+    design = np.stack([np.ones_like(seconds), seconds, seconds**2], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, ms, rcond=None)
+    fitted = np.maximum(design @ coefficients, 1e-3)
+    ratio = ms / fitted
+    return SegmentCost(
+        coefficients=[float(c) for c in coefficients],
+        high_ratio=float(max(1.0, np.quantile(ratio, quantile))),
+        fit_error=float(np.median(np.abs(ms - fitted) / np.maximum(ms, 1e-6))),
+        memory_mb=float(memory_mb),
+    )
+
+
+class OnlineEstimate:
+    """Without a profile: per-segment ms per second of audio, learned from this process's own runs.
+
+    Predictions before any run of a segment are unknown (None); the classifier then
+    estimates blocks from blocks already run and says the budget was only estimated.
+    """
+
+    def __init__(self) -> None:
+        self.rate: dict[str, float] = {}  # segment -> ms per audio second (worst seen, decayed)
+
+    def observe(self, name: str, seconds: float, ms: float) -> None:
+        rate = ms / max(seconds, 1e-3)
+        old = self.rate.get(name)
+        self.rate[name] = rate if old is None else max(rate, 0.8 * old + 0.2 * rate)
+
+    def predict_ms(self, name: str, seconds: float) -> float | None:
+        rate = self.rate.get(name)
+        return None if rate is None else rate * seconds

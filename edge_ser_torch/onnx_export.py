@@ -1,0 +1,282 @@
+"""Cut a trained SelfDistilledSER into ONNX segments and write the model directory.
+
+    encoder.onnx        waveform (1, S)  -> hidden (1, T, R)
+    blocks_AA_BB.onnx   hidden (1, T, R) -> hidden (1, T, R)   transformer layers AA+1..BB
+    exit_BB.onnx        hidden (1, T, R) -> logits (1, C)      block M + pooling + L1 + L2
+
+torch's dynamo exporter is used with a dynamic time axis; it reproduces these
+graphs to ~1e-6, where the TorchScript exporter was measured far off. Export
+verifies itself through the runtime (edge_ser.Classifier), so what is checked is
+exactly what a device will run.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import edge_ser
+from edge_ser.classifier import Classifier
+from edge_ser.engine import sha256_of
+from edge_ser.manifest import Exit, FileRef, Manifest, Segment
+from edge_ser.policy import calibrate
+
+from .model import SelfDistilledSER
+
+OPSET = 18
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+@dataclass
+class ExportOptions:
+    verify: bool = True
+    verify_seconds: tuple[float, ...] = (0.5, 1.0, 3.3, 7.0)  # odd lengths catch frame-count mistakes
+    tolerance: float = 1e-4  # max abs diff of logits and exit-layer hidden states, fp32
+    int8: bool = True
+    int8_encoder: bool = True  # static per-channel QDQ on the CNN encoder (dynamic ConvInteger is slower)
+    max_accuracy_loss: float = 0.01  # for the early-exit thresholds (UAR points as a fraction)
+    monolithic: bool = False  # also write monolithic.onnx (all exits in one graph) for benchmarks
+    description: str = ""
+    provenance: dict = field(default_factory=dict)
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: SelfDistilledSER):
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:  # (1, S) -> (1, T, R)
+        return self.backbone.embed(waveform)
+
+
+class BlocksGraph(nn.Module):
+    def __init__(self, model: SelfDistilledSER, start: int, end: int):
+        super().__init__()
+        self.backbone, self.start, self.end = model.backbone, start, end
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (1, T, R) -> (1, T, R)
+        return self.backbone.run_layers(hidden, self.start, self.end)
+
+
+class HeadGraph(nn.Module):
+    def __init__(self, model: SelfDistilledSER, layer: int):
+        super().__init__()
+        self.head = model.heads[str(layer)]
+        self.finish = model.backbone.finish if layer == model.teacher_layer else None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (1, T, R) -> (1, C)
+        if self.finish is not None:
+            hidden = self.finish(hidden)
+        return self.head(hidden).logits
+
+
+class MonolithicGraph(nn.Module):
+    def __init__(self, model: SelfDistilledSER):
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(out.logits for out in self.model(waveform).values())
+
+
+def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
+    """Dynamo export with the time axis (dim 1) dynamic; weights inside the file."""
+    time_dim = torch.export.Dim("samples" if example.dim() == 2 else "frames", min=2, max=2**24)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module.eval(),
+            (example,),
+            dynamo=True,
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_shapes={input_name: {1: time_dim}},
+            opset_version=OPSET,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def _ref(directory: Path, name: str) -> FileRef:
+    path = directory / name
+    return FileRef(name, sha256_of(path), path.stat().st_size)
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def export_segments(model: SelfDistilledSER, labels: list[str], out: Path, sample_rate: int, normalize: bool, name: str,
+                    options: ExportOptions) -> Manifest:
+    """Write the fp32 graphs and a manifest (no policy yet)."""
+    model = model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    bb = model.backbone
+    wave = torch.randn(1, sample_rate)  # 1 s example; the axis is dynamic
+    with torch.no_grad():
+        hidden = bb.embed(wave)
+
+    encoder = EncoderGraph(model)
+    export_graph(encoder, wave, out / "encoder.onnx", "waveform", ["hidden"])
+    embed_params = sum(p.numel() for n, p in bb.hf.named_parameters() if not n.startswith("encoder.layers."))
+    chain = [Segment("encoder", "encoder", "waveform", "hidden", embed_params, {"fp32": _ref(out, "encoder.onnx")})]
+    exits = []
+    previous = 0
+    for layer in model.exit_layers:
+        seg_name = f"blocks_{previous:02d}_{layer:02d}"
+        export_graph(BlocksGraph(model, previous, layer), hidden, out / f"{seg_name}.onnx", "hidden", ["hidden_out"])
+        params = sum(_params(bb.hf.encoder.layers[i]) for i in range(previous, layer))
+        chain.append(Segment(seg_name, "blocks", "hidden", "hidden_out", params, {"fp32": _ref(out, f"{seg_name}.onnx")},
+                             (previous, layer)))
+        head_name = f"exit_{layer:02d}"
+        export_graph(HeadGraph(model, layer), hidden, out / f"{head_name}.onnx", "hidden", ["logits"])
+        head = Segment(head_name, "head", "hidden", "logits", _params(model.heads[str(layer)]),
+                       {"fp32": _ref(out, f"{head_name}.onnx")})
+        exits.append(Exit(layer, seg_name, head, model.path_parameters()[layer]))
+        previous = layer
+    if options.monolithic:
+        export_graph(MonolithicGraph(model), wave, out / "monolithic.onnx", "waveform",
+                     [f"logits_{a:02d}" for a in model.exit_layers])
+    min_samples = next(n for n in range(1, 4 * sample_rate) if int(bb.frame_lengths(torch.tensor([n]))) >= 1)
+    manifest = Manifest(
+        name=name,
+        description=options.description,
+        sample_rate=sample_rate,
+        normalize=normalize,
+        min_samples=int(min_samples),
+        samples_per_frame=int(np.prod(bb.config.conv_stride)),
+        labels=list(labels),
+        chain=chain,
+        exits=exits,
+        provenance=options.provenance,
+    )
+    manifest.save(out)
+    return manifest
+
+
+def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: ExportOptions) -> dict:
+    """Chained onnxruntime segments vs torch: logits at every exit and hidden states at every exit layer."""
+    runtime = Classifier(out, shared_pool=False)  # the quantiser opens its own sessions
+    rng = np.random.default_rng(0)
+    report = {}
+    worst = 0.0
+    for seconds in options.verify_seconds:
+        samples = rng.standard_normal(int(seconds * sample_rate)).astype(np.float32) * 0.1
+        x = edge_ser.audio.normalize(samples)[None, :]
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x))
+            hidden_t = model.backbone.embed(torch.from_numpy(x))
+        value, diffs, previous = x, {}, None
+        for e in runtime.manifest.exits:
+            for seg in runtime._segments_between(previous, e):
+                value = runtime.engine.run(seg, value)
+            with torch.no_grad():
+                hidden_t = model.backbone.run_layers(hidden_t, previous.layer if previous else 0, e.layer)
+            logits = runtime.engine.run(e.head, value)
+            diffs[e.layer] = {
+                "logits": float(np.abs(logits - expected[e.layer].logits.numpy()).max()),
+                "hidden": float(np.abs(value - hidden_t.numpy()).max()),
+            }
+            previous = e
+        report[seconds] = diffs
+        worst = max([worst] + [v for d in diffs.values() for v in d.values()])
+    report["max_abs_diff"] = worst
+    if worst > options.tolerance:
+        raise ExportError(f"exported segments differ from torch by {worst:.2e} (> {options.tolerance:g}): {report}")
+    return report
+
+
+def runtime_dev_probabilities(out: Path, precision: str, dev_audio: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-exit (clips, C) probabilities of the exported model, through the runtime."""
+    runtime = Classifier(out, precision=precision, shared_pool=False)
+    per_clip = [runtime.exit_probabilities(a) for a in dev_audio]
+    return [np.stack([p[e.layer] for p in per_clip]) for e in runtime.manifest.exits]
+
+
+def exit_costs(manifest: Manifest, adaptive: bool = True) -> list[float]:
+    """Parameter-count proxy of the compute to stop at each exit (heads on the way counted when adaptive)."""
+    costs, heads = [], 0
+    for e in manifest.exits:
+        costs.append(e.path_parameters + heads)
+        heads += e.head.parameters if adaptive else 0
+    return costs
+
+
+def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[str, float]:
+    from edge_ser.policy import uar
+
+    return {str(e.layer): uar(truth, p.argmax(axis=1)) for e, p in zip(manifest.exits, probabilities)}
+
+
+def export_model(
+    model: SelfDistilledSER,
+    labels: list[str],
+    out: str | Path,
+    *,
+    name: str,
+    sample_rate: int = 16000,
+    normalize: bool = True,
+    dev: tuple[list[np.ndarray], np.ndarray] | None = None,
+    test: tuple[list[np.ndarray], np.ndarray] | None = None,
+    options: ExportOptions | None = None,
+    log=print,
+) -> Manifest:
+    """The whole export: graphs, verification, int8 variants and their accuracy, calibrated thresholds.
+
+    dev: (audio clips at sample_rate, label indices) for int8 calibration, accuracy and thresholds;
+         without it, the model ships fp32 only and with no early-exit policy.
+    test: the same for the test UAR per exit recorded in the manifest.
+    All accuracies are measured on the exported files through the runtime, not on the torch model.
+    """
+    options = options or ExportOptions()
+    out = Path(out)
+    options.provenance = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "edge_ser": edge_ser.__version__,
+        "torch": str(torch.__version__),
+        "family": model.backbone.family,
+        "hidden_size": model.backbone.hidden_size,
+        "layers": model.backbone.num_layers,
+        "exit_block": model.config.block,
+    } | options.provenance
+    manifest = export_segments(model, labels, out, sample_rate, normalize, name, options)
+    log(f"exported {len(manifest.chain)} chain segments and {len(manifest.exits)} heads to {out}")
+    if options.verify:
+        report = verify(model, out, sample_rate, options)
+        manifest.provenance["verify_max_abs_diff"] = report["max_abs_diff"]
+        log(f"verified at {', '.join(f'{s:g} s' for s in options.verify_seconds)}: max abs diff {report['max_abs_diff']:.2e}")
+        manifest.save(out)
+    if dev is None:
+        return manifest
+
+    audio, truth = dev
+    fp32 = runtime_dev_probabilities(out, "fp32", audio)
+    manifest.precisions = {"fp32": {"dev_uar": uar_per_exit(fp32, truth, manifest)}}
+    test_uar = uar_per_exit(runtime_dev_probabilities(out, "fp32", test[0]), test[1], manifest) if test else {}
+    manifest.exits = [
+        replace(e, dev_uar=manifest.precisions["fp32"]["dev_uar"][str(e.layer)], test_uar=test_uar.get(str(e.layer)))
+        for e in manifest.exits
+    ]
+    if options.int8:
+        from .quantize import quantize_model
+
+        quantized = quantize_model(out, manifest, audio[:32], int8_encoder=options.int8_encoder)
+        manifest.save(out)
+        int8 = runtime_dev_probabilities(out, "int8", audio)
+        manifest.precisions["int8"] = {"dev_uar": uar_per_exit(int8, truth, manifest), "quantized": quantized}
+        log(f"int8 dev UAR per exit {manifest.precisions['int8']['dev_uar']} vs fp32 {manifest.precisions['fp32']['dev_uar']}")
+    manifest.policy = calibrate(fp32, truth, [e.layer for e in manifest.exits], exit_costs(manifest),
+                                options.max_accuracy_loss)
+    manifest.save(out)
+    rules = {k: v["patience"] if k == "patience" else v["threshold"] for k, v in manifest.policy["measures"].items()}
+    log(f"early-exit rules (max UAR loss {options.max_accuracy_loss:g}): {json.dumps(rules)}")
+    return manifest

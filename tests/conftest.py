@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny random model exported once per test session, and audio made here."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+warnings.filterwarnings("ignore")
+
+TINY_LABELS = ["calm", "lively", "tense"]
+
+
+def tiny_overrides(layers: int = 4) -> dict:
+    from edge_ser_torch.backbone import tiny_config
+
+    return tiny_config(num_layers=layers, hidden=32, heads=2, ffn=64, conv_dim=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import torch
+
+    from edge_ser_torch.config import ModelConfig
+    from edge_ser_torch.model import SelfDistilledSER
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=tiny_overrides(4), exit_layers=[1, 3], head_dim=16)
+    return SelfDistilledSER(config, len(TINY_LABELS)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, tmp_path_factory) -> Path:
+    """encoder -> blocks_00_01 -> blocks_01_03 -> blocks_03_04 with heads at 1, 3, 4; fp32 + int8 + policy."""
+    from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    rng = np.random.default_rng(1)
+    dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
+    dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
+    options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
+    export_model(tiny_model, TINY_LABELS, out, name="tiny", dev=dev, options=options, log=lambda m: None)
+    return out
+
+
+def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    if channels > 1:
+        audio = np.stack([audio] * channels, axis=1)
+    sf.write(path, audio.astype(np.float32), rate)
+    return path

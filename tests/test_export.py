@@ -1,0 +1,83 @@
+"""Export: segments that reproduce torch, a manifest the runtime trusts, int8 variants."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edge_ser.audio import normalize
+from edge_ser.classifier import Classifier
+from edge_ser.manifest import ManifestError, load_manifest
+
+from conftest import TINY_LABELS
+
+
+def test_manifest_describes_the_chain(tiny_export):
+    m = load_manifest(tiny_export)
+    assert [s.name for s in m.chain] == ["encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04"]
+    assert [e.layer for e in m.exits] == [1, 3, 4]
+    assert [e.after for e in m.exits] == ["blocks_00_01", "blocks_01_03", "blocks_03_04"]
+    assert m.labels == TINY_LABELS and m.sample_rate == 16000 and m.normalize
+    assert m.min_samples == 400 and m.samples_per_frame == 320  # wav2vec2's CNN: 25 ms window, 20 ms hop
+    assert m.provenance["verify_max_abs_diff"] < 1e-4
+    assert set(m.precisions) == {"fp32", "int8"}
+    assert set(m.precisions["int8"]["quantized"]) == {"encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
+    assert all(e.dev_uar is not None for e in m.exits)
+    assert set(m.policy["measures"]) == {"max_prob", "entropy", "patience"}
+    params = [e.path_parameters for e in m.exits]
+    assert params == sorted(params)
+
+
+@pytest.mark.parametrize("seconds", [0.5, 2.7])
+def test_runtime_chain_matches_torch_at_every_exit(tiny_model, tiny_export, seconds):
+    samples = np.random.default_rng(5).standard_normal(int(seconds * 16000)).astype(np.float32)
+    probs = Classifier(tiny_export, shared_pool=False).exit_probabilities(samples)
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(normalize(samples))[None])
+    for layer, out in expected.items():
+        assert np.abs(probs[layer] - torch.softmax(out.logits[0], -1).numpy()).max() < 1e-5
+
+
+def test_int8_variant_runs_and_stays_close(tiny_export):
+    samples = np.random.default_rng(6).standard_normal(16000).astype(np.float32)
+    fp32 = Classifier(tiny_export, shared_pool=False).exit_probabilities(samples)
+    int8 = Classifier(tiny_export, precision="int8", shared_pool=False)
+    got = int8.exit_probabilities(samples)
+    assert any(f.endswith(".int8.onnx") for f in int8.engine.opened)
+    assert max(np.abs(got[k] - fp32[k]).max() for k in fp32) < 0.2
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_runtime_refuses_a_modified_file(tiny_export, tmp_path):
+    model = _copy(tiny_export, tmp_path / "m")
+    with open(model / "blocks_01_03.onnx", "ab") as f:
+        f.write(b"\0")
+    c = Classifier(model, shared_pool=False)
+    c.classify(np.zeros(16000, np.float32) + 0.1, 16000, exit=1)  # the untouched early path still works
+    with pytest.raises(ManifestError, match="sha256 does not match"):
+        c.classify(np.zeros(16000, np.float32) + 0.1, 16000, exit=3)
+
+
+def test_runtime_refuses_paths_outside_the_directory(tiny_export, tmp_path):
+    model = _copy(tiny_export, tmp_path / "m")
+    raw = yaml.safe_load((model / "manifest.yaml").read_text())
+    raw["chain"][1]["files"]["fp32"]["file"] = "../../etc/passwd"
+    (model / "manifest.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="outside the model directory"):
+        load_manifest(model)
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    with pytest.raises(ManifestError, match="no manifest.yaml"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.yaml").write_text("format_version: 99\n")
+    with pytest.raises(ManifestError, match="format version 99"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.yaml").write_text("format_version: 1\nname: x\n")
+    with pytest.raises(ManifestError, match="missing or malformed"):
+        load_manifest(tmp_path)

@@ -1,0 +1,60 @@
+"""Stop rules and threshold calibration."""
+import numpy as np
+import pytest
+
+from edge_ser.policy import StopRule, calibrate, certainty, simulate, uar
+
+
+def test_certainty_measures():
+    p = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    assert certainty(p, "max_prob") == pytest.approx([1.0, 1 / 3, 0.5])
+    assert certainty(p, "entropy") == pytest.approx([1.0, 0.0, 1 - np.log(2) / np.log(3)], abs=1e-6)
+
+
+def test_patience_needs_k_agreeing_exits():
+    rule = StopRule("patience", patience=2)
+    a, b = np.array([0.6, 0.4]), np.array([0.3, 0.7])
+    assert not rule.should_stop([a])
+    assert not rule.should_stop([a, b])
+    assert rule.should_stop([a, b, b])
+
+
+def test_simulate_stops_at_first_sure_exit():
+    probs = [np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([[0.2, 0.8], [0.95, 0.05]]), np.array([[0.5, 0.5], [0.5, 0.5]])]
+    assert simulate(probs, StopRule("max_prob", 0.9)).tolist() == [0, 1]
+    assert simulate(probs, StopRule("max_prob", 0.99)).tolist() == [2, 2]
+    assert simulate(probs, StopRule("patience", patience=2)).tolist() == [2, 1]
+
+
+def test_calibration_keeps_uar_within_the_allowed_loss_and_saves_compute():
+    rng = np.random.default_rng(0)
+    n, classes = 400, 4
+    truth = rng.integers(0, classes, n)
+    easy = rng.uniform(size=n) < 0.6  # easy clips: every exit is right and sure; hard ones only the last exit
+
+    def exit_probs(correct, sure, wrong_shift=1):
+        p = np.repeat(((1 - sure) / (classes - 1))[:, None], classes, axis=1)
+        pred = np.where(correct, truth, (truth + wrong_shift) % classes)
+        p[np.arange(n), pred] = sure
+        return p
+
+    probs = [
+        exit_probs(easy, np.where(easy, 0.97, 0.5)),
+        exit_probs(easy, np.where(easy, 0.98, 0.55), wrong_shift=2),  # shallow exits disagree when wrong
+        exit_probs(np.ones(n, bool), np.full(n, 0.9)),
+    ]
+    layers, costs = [3, 8, 12], [3.0, 8.0, 12.0]
+    result = calibrate(probs, truth, layers, costs, max_loss=0.01)
+    rule = result["measures"]["max_prob"]
+    assert rule["dev_uar"] >= rule["full_uar"] - 0.01
+    assert rule["compute_share"] < 0.7  # the easy 60% stop at exit 3
+    stops = simulate(probs, StopRule("max_prob", rule["threshold"]))
+    assert np.all(stops[easy] == 0) and np.all(stops[~easy] == 2)
+    # patience 1 would stop hard clips at exit 3, wrongly; 2 agreeing exits happen only on easy clips
+    assert result["measures"]["patience"]["patience"] == 2
+    assert StopRule.from_policy(result).threshold == rule["threshold"]
+
+
+def test_uar_is_mean_recall():
+    truth = np.array([0, 0, 0, 1])
+    assert uar(truth, np.array([0, 0, 0, 0])) == pytest.approx(0.5)

@@ -1,0 +1,154 @@
+"""The Classifier: lazy loading, budgets, adaptive exit, windows, threads, bad input."""
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+from edge_ser import AudioError, BudgetError, Classifier
+from edge_ser.profile import DeviceProfile, SegmentCost
+
+from conftest import TINY_LABELS, write_tone
+
+
+def clip(seconds=1.0, seed=0):
+    return np.random.default_rng(seed).standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
+
+
+def flat_profile(ms_per_second: dict[str, float], memory: dict[str, float] | None = None) -> DeviceProfile:
+    """A profile whose segments cost exactly ms_per_second * seconds (high_ratio 1)."""
+    segments = {
+        name: SegmentCost([0.0, rate, 0.0], 1.0, 0.0, (memory or {}).get(name, 1.0)) for name, rate in ms_per_second.items()
+    }
+    return DeviceProfile(model="tiny", precision="fp32", threads=1, segments=segments)
+
+
+COSTS = {"encoder": 10, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
+         "exit_01": 1, "exit_03": 1, "exit_04": 1}
+
+
+def test_classify_array_and_file_give_the_same_answer(tiny_export, tmp_path):
+    c = Classifier(tiny_export, shared_pool=False)
+    path = write_tone(tmp_path / "a.wav", 1.0)
+    from_file = c.classify(path, exit=4)
+    from_array = c.classify(c_samples := __import__("soundfile").read(path, dtype="float32")[0], 16000, exit=4)
+    assert from_file.label == from_array.label and from_file.label in TINY_LABELS
+    assert from_file.probabilities == pytest.approx(from_array.probabilities, abs=1e-6)
+    assert from_file.decode_ms is not None and from_array.decode_ms is None
+    assert sum(from_file.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert c_samples.size == 16000
+
+
+def test_exit_3_never_opens_later_files(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    r = c.classify(clip(), 16000, exit=3)
+    assert r.exit_layer == 3 and r.stopped_by == "exit"
+    assert r.segments_run == ["encoder", "blocks_00_01", "blocks_01_03", "exit_03"]  # no head it has no use for
+    assert c.engine.opened == ["encoder.onnx", "blocks_00_01.onnx", "blocks_01_03.onnx", "exit_03.onnx"]
+
+
+def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
+    c = Classifier(tiny_export, profile=flat_profile(COSTS), shared_pool=False)
+    # fixed-exit costs for 1 s: exit1 = 21, exit3 = 41, exit4 = 51; adaptive adds the heads on the way
+    plan = c.plan(1.0, budget_ms=45, exit=None)
+    assert plan.predicted_ms == pytest.approx({1: 21, 3: 42, 4: 53})
+    assert plan.last_exit == 3 and plan.fits and not plan.estimated
+    assert c.plan(2.0, budget_ms=45).last_exit == 1  # twice as long a clip: only exit 1 fits
+    assert c.plan(1.0, budget_ms=1000).last_exit == 4
+
+
+def test_memory_budget_picks_the_deepest_exit_whose_segments_fit(tiny_export):
+    memory = {name: 10.0 for name in COSTS}
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory), shared_pool=False)
+    assert c.memory_mb(c.manifest.exit_at(3)) == pytest.approx(40)
+    assert c.plan(1.0, memory_mb=45).last_exit == 3
+    assert c.plan(1.0, memory_mb=35).last_exit == 1
+
+
+def test_nothing_fits_answers_from_the_first_exit_or_refuses_when_strict(tiny_export):
+    c = Classifier(tiny_export, profile=flat_profile(COSTS), shared_pool=False)
+    r = c.classify(clip(), 16000, budget_ms=5)
+    assert r.exit_layer == 1 and r.budget_ms == 5
+    with pytest.raises(BudgetError, match="not even exit 1 fits"):
+        c.classify(clip(), 16000, budget_ms=5, strict=True)
+
+
+def test_anytime_stops_before_a_segment_that_would_break_the_budget(tiny_export):
+    # the profile claims blocks_03_04 takes a minute: a run must not start it
+    costs = COSTS | {"blocks_03_04": 60_000}
+    c = Classifier(tiny_export, profile=flat_profile(costs), shared_pool=False)
+    c.plan = lambda *a, **k: dataclasses.replace(Classifier.plan(c, 1.0, exit=4), fits=True)  # a bold plan
+    r = c.classify(clip(), 16000, budget_ms=10_000, exit=4)
+    assert r.stopped_by == "budget" and "blocks_03_04" not in r.segments_run
+    assert r.exit_layer == 3 and r.segments_run[-1] == "exit_03"  # answered from the exit passed last
+
+
+def test_adaptive_exit_stops_when_sure(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    c.stop_rule = dataclasses.replace(c.stop_rule, measure="max_prob", threshold=0.0)  # always sure
+    r = c.classify(clip(), 16000)
+    assert r.exit_layer == 1 and r.stopped_by == "confident" and "blocks_01_03" not in r.segments_run
+    c.stop_rule = dataclasses.replace(c.stop_rule, threshold=1.01)  # never sure: every head, to the end
+    r = c.classify(clip(), 16000)
+    assert r.exit_layer == 4 and r.stopped_by == "last"
+    assert [s for s in r.segments_run if s.startswith("exit")] == ["exit_01", "exit_03", "exit_04"]
+
+
+def test_long_audio_is_classified_in_windows(tiny_export):
+    c = Classifier(tiny_export, window_seconds=2.0, shared_pool=False)
+    r = c.classify(clip(5.0), 16000, exit=1)
+    assert len(r.windows) == 3 and r.stopped_by == "windows"
+    assert r.seconds == pytest.approx(5.0)
+    mean = np.mean([[w.probabilities[k] for k in TINY_LABELS] for w in r.windows], axis=0)
+    assert [r.probabilities[k] for k in TINY_LABELS] == pytest.approx(mean.tolist())
+
+
+def test_concurrent_calls_give_the_same_answers(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    clips = [clip(1.0 + i / 10, seed=i) for i in range(6)]
+    expected = [c.classify(x, 16000, exit=4).probabilities for x in clips]
+    got = [None] * len(clips)
+
+    def work(i):
+        got[i] = c.classify(clips[i], 16000, exit=4).probabilities
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(expected, got):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_bad_input_is_refused_clearly(tiny_export, tmp_path):
+    c = Classifier(tiny_export, shared_pool=False)
+    with pytest.raises(AudioError, match="too short"):
+        c.classify(np.zeros(100, np.float32), 16000)
+    with pytest.raises(AudioError, match="NaN"):
+        c.classify(np.full(16000, np.nan, np.float32), 16000)
+    with pytest.raises(AudioError, match="sample_rate is required"):
+        c.classify(clip())
+    with pytest.raises(AudioError, match="no such file"):
+        c.classify(tmp_path / "missing.wav")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(AudioError, match="cannot decode"):
+        c.classify(tmp_path / "bad.wav")
+    with pytest.raises(Exception, match="no exit at layer 2"):
+        c.classify(clip(), 16000, exit=2)
+
+
+def test_pcm_and_other_rates_are_accepted(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    pcm = (clip(1.0) * 20000).astype(np.int16)
+    r = c.classify(pcm, 16000, exit=1)
+    r48 = c.classify(np.repeat(clip(1.0), 3), 48000, exit=1)
+    assert r.seconds == pytest.approx(1.0) and r48.seconds == pytest.approx(1.0, abs=1e-3)
+
+
+def test_no_profile_means_estimated_budgets(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    first = c.classify(clip(), 16000, budget_ms=10_000)
+    assert first.estimated and first.budget_met
+    plan = c.plan(1.0, budget_ms=10_000)
+    assert all(v > 0 for v in plan.predicted_ms.values())  # learned from the first run

@@ -1,0 +1,48 @@
+"""Unit parsing and the latency model of device profiles."""
+import numpy as np
+import pytest
+
+from edge_ser.profile import DeviceProfile, SegmentCost, fit_cost
+from edge_ser.units import parse_duration_ms, parse_seconds, parse_size_mb
+
+
+@pytest.mark.parametrize("text,ms", [("50ms", 50), ("0.2s", 200), ("500us", 0.5), ("75", 75), (" 3 s ", 3000)])
+def test_durations(text, ms):
+    assert parse_duration_ms(text) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("text", ["fast", "50 parsecs", "-5ms", "0ms", "ms"])
+def test_bad_durations_say_what_works(text):
+    with pytest.raises(ValueError, match="duration|positive"):
+        parse_duration_ms(text)
+
+
+def test_sizes_and_seconds():
+    assert parse_size_mb("120MiB") == pytest.approx(120)
+    assert parse_size_mb("1GB") == pytest.approx(1e9 / 2**20)
+    assert parse_seconds("10") == pytest.approx(10) and parse_seconds("500ms") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="memory size"):
+        parse_size_mb("12 apples")
+
+
+def test_fit_recovers_a_quadratic_and_its_spread(tmp_path):
+    s = np.repeat([1.0, 2.0, 4.0, 8.0], 5)
+    truth = 2.0 + 3.0 * s + 0.25 * s * s
+    noisy = truth * np.tile([1.0, 1.02, 0.98, 1.05, 1.0], 4)
+    cost = fit_cost(s, noisy, quantile=0.99, memory_mb=12.5)
+    assert cost.predict_ms(3.0, high=False) == pytest.approx(2 + 9 + 2.25, rel=0.05)
+    assert 1.02 < cost.high_ratio < 1.1
+    assert cost.predict_ms(3.0) > cost.predict_ms(3.0, high=False)
+    profile = DeviceProfile(model="m", precision="fp32", threads=2, segments={"encoder": cost}, preprocess=cost)
+    loaded = DeviceProfile.load(profile.save(tmp_path / "p.yaml"))
+    assert loaded.segments["encoder"] == cost and loaded.preprocess == cost
+
+
+def test_profile_rejects_other_files(tmp_path):
+    (tmp_path / "x.yaml").write_text("a: 1\n")
+    with pytest.raises(ValueError, match="not an edge-ser device profile"):
+        DeviceProfile.load(tmp_path / "x.yaml")
+
+
+def test_segment_cost_never_negative():
+    assert SegmentCost([-5.0, 1.0, 0.0], 1.0, 0.0, 0.0).predict_ms(1.0) == 0.0
