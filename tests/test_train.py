@@ -1,0 +1,64 @@
+"""Training protocol end to end on a tiny corpus: select on dev, retrain on train+dev, resume, evaluate."""
+import json
+
+import pytest
+import torch
+
+from edge_ser_torch.config import ExperimentConfig, ModelConfig, TrainConfig
+from edge_ser_torch.synth import CorpusSpec, generate_corpus
+from edge_ser_torch.train import load_checkpoint, run_experiment
+
+from conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    spec = CorpusSpec(speakers=4, clips_per_style=2, dev_speakers=1, test_speakers=1, min_seconds=0.6, max_seconds=1.0)
+    return generate_corpus(tmp_path_factory.mktemp("corpus"), spec, progress=False)
+
+
+def tiny_experiment(corpus, out_dir, epochs=2) -> ExperimentConfig:
+    config = ExperimentConfig(
+        name="tiny", out_dir=str(out_dir),
+        model=ModelConfig(backbone=tiny_overrides(2), exit_layers=[1], head_dim=8),
+        train=TrainConfig(lr=1e-3, epochs=epochs, batch_size=4),
+    )
+    config.data.manifest = str(corpus)
+    return config
+
+
+def test_protocol_writes_metrics_checkpoints_and_evaluations(corpus, tmp_path):
+    config = tiny_experiment(corpus, tmp_path)
+    summary = run_experiment(config, "both", progress=False)
+    run = config.run_dir
+    assert 1 <= summary["best_epoch"] <= 2 and summary["final_epochs"] == summary["best_epoch"]
+    assert set(summary["dev"]) == {"1", "2", "fusion"} and set(summary["test"]) == {"1", "2", "fusion"}
+    assert len((run / "select" / "metrics.jsonl").read_text().splitlines()) == 2
+    evaluation = json.loads((run / "final" / "eval_test.json").read_text())
+    assert len(evaluation["exits"]["2"]["confusion"]) == 5  # 5 styles
+    assert sum(map(sum, evaluation["exits"]["2"]["confusion"])) == 10  # 1 test speaker x 5 styles x 2 clips
+    model, loaded_config, labels, state = load_checkpoint(run / "select" / "best.pt")
+    assert loaded_config.model.exit_layers == [1] and len(labels) == 5 and state["epoch"] == summary["best_epoch"]
+    assert summary["path_parameters"]["2"] > summary["path_parameters"]["1"]
+
+
+def test_resume_continues_where_it_stopped(corpus, tmp_path):
+    first = tiny_experiment(corpus, tmp_path, epochs=1)
+    run_experiment(first, "select", progress=False)
+    longer = tiny_experiment(corpus, tmp_path, epochs=2)
+    run_experiment(longer, "select", progress=False)
+    lines = (longer.run_dir / "select" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]  # epoch 1 was not trained again
+
+    fresh = tiny_experiment(corpus, tmp_path / "fresh", epochs=2)
+    run_experiment(fresh, "select", progress=False)
+    resumed = torch.load(longer.run_dir / "select" / "last.pt", weights_only=False)["model"]
+    straight = torch.load(fresh.run_dir / "select" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(resumed[k], straight[k], atol=1e-5) for k in straight)  # same as an unbroken run
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {learning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+        ExperimentConfig.from_yaml(path)
