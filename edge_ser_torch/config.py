@@ -21,6 +21,7 @@ class ModelConfig:
     exit_layers: list[int] = field(default_factory=lambda: [3, 8, 10])  # the paper's A; the last layer is the teacher
     block: str = "cnn"  # exit block M: cnn | lstm | gru (the paper's best trade-off is the 1x1 CNN)
     head_dim: int = 256  # L1's width in the paper
+    truncate_at: int | None = None  # keep only the first k transformer layers (the truncation baseline)
 
 
 @dataclass

@@ -94,6 +94,11 @@ class SelfDistilledSER(nn.Module):
         self.config = config
         self.num_classes = num_classes
         hf = encoder if encoder is not None else load_encoder(config.base, config.family, config.backbone)
+        if config.truncate_at is not None:
+            if not 1 <= config.truncate_at <= hf.config.num_hidden_layers:
+                raise ValueError(f"truncate_at must lie in 1..{hf.config.num_hidden_layers}")
+            hf.encoder.layers = hf.encoder.layers[: config.truncate_at]
+            hf.config.num_hidden_layers = config.truncate_at
         self.backbone = Backbone(hf)
         n = self.backbone.num_layers
         students = sorted(set(config.exit_layers))

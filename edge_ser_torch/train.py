@@ -53,8 +53,9 @@ def make_dataset(config: ExperimentConfig, clips: list[Clip], labels: list[str],
     return ClipDataset(chosen, labels, d.sample_rate, d.max_seconds, d.normalize, train=train)
 
 
-def build_model(config: ExperimentConfig, num_classes: int) -> SelfDistilledSER:
-    return SelfDistilledSER(config.model, num_classes)
+def build_model(config: ExperimentConfig, num_classes: int, encoder_factory=None) -> SelfDistilledSER:
+    """encoder_factory: a callable giving a fresh encoder (the distillation baseline's student); default: config."""
+    return SelfDistilledSER(config.model, num_classes, encoder=encoder_factory() if encoder_factory else None)
 
 
 def save_checkpoint(path: Path, model: SelfDistilledSER, config: ExperimentConfig, labels: list[str], **extra) -> None:
@@ -112,6 +113,7 @@ def train_stage(
     eval_split: str,
     epochs: int,
     progress: bool = True,
+    encoder_factory=None,
 ) -> StageResult:
     """Train a fresh model for `epochs` on `train_splits`; evaluate `eval_split` after each epoch (select) or once."""
     rank, world = _distributed()
@@ -120,7 +122,7 @@ def train_stage(
     stage_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.train.device if config.train.device != "cuda" else f"cuda:{rank % max(1, torch.cuda.device_count())}")
 
-    model = build_model(config, len(labels)).to(device)
+    model = build_model(config, len(labels), encoder_factory).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     warmup = max(1, config.train.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
@@ -206,7 +208,7 @@ def train_stage(
     return StageResult(best_epoch if select else epochs, best_uar if select else None, evaluation, best)
 
 
-def run_experiment(config: ExperimentConfig, stages: str = "both", progress: bool = True) -> dict:
+def run_experiment(config: ExperimentConfig, stages: str = "both", progress: bool = True, encoder_factory=None) -> dict:
     """The paper's protocol; returns (and writes to summary.json) dev and test UAR per exit."""
     clips = load_clips(config)
     labels = label_set(clips)
@@ -216,15 +218,15 @@ def run_experiment(config: ExperimentConfig, stages: str = "both", progress: boo
     summary: dict = {"labels": labels}
     epochs = config.train.epochs
     if stages in ("both", "select"):
-        chosen = train_stage(config, clips, labels, "select", ("train",), "dev", epochs, progress)
+        chosen = train_stage(config, clips, labels, "select", ("train",), "dev", epochs, progress, encoder_factory)
         summary |= {"best_epoch": chosen.best_epoch, "dev": chosen.evaluation.summary()["uar"] if chosen.evaluation else None}
         summary["select_checkpoint"] = str(chosen.checkpoint)
         epochs = chosen.best_epoch
     if stages in ("both", "final"):
-        final = train_stage(config, clips, labels, "final", ("train", "dev"), "test", epochs, progress)
+        final = train_stage(config, clips, labels, "final", ("train", "dev"), "test", epochs, progress, encoder_factory)
         summary |= {"final_epochs": epochs, "test": final.evaluation.summary()["uar"] if final.evaluation else None}
         summary["final_checkpoint"] = str(final.checkpoint)
-    model = build_model(config, len(labels))
+    model = build_model(config, len(labels), encoder_factory)
     summary["path_parameters"] = {str(k): v for k, v in model.path_parameters().items()}
     (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -62,3 +62,23 @@ def test_config_rejects_unknown_keys(tmp_path):
     path.write_text("train: {learning_rate: 0.1}\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate"):
         ExperimentConfig.from_yaml(path)
+
+
+def test_baselines_table_has_every_method(corpus, tmp_path):
+    from edge_ser_torch.baselines import distill_targets, run_baselines
+
+    config = tiny_experiment(corpus, tmp_path, epochs=1)
+    config.model.backbone = tiny_overrides(3)
+    config.model.exit_layers = [1]
+    table = run_baselines(config, layers=[2], log=lambda m: None)
+    lines = table.splitlines()
+    methods = [line.split("|")[1].strip() for line in lines[2:]]
+    assert methods.count("truncated + fine-tuning") == 1 and methods.count("single exit") == 1
+    assert any(m.startswith("layer-wise distillation") for m in methods)
+    assert methods.count("self-distilled (ours)") == 2 and "self-distilled, fusion of exits" in methods
+    rows = json.loads((config.run_dir / "baselines" / "baselines.json").read_text())
+    truncated = next(r for r in rows if r["method"].startswith("truncated"))
+    full = next(r for r in rows if r["method"] == "self-distilled (ours)" and r["layer"] == 3)
+    assert truncated["parameters"] < full["parameters"]
+    assert all(0.0 <= r["test_uar"] <= 1.0 for r in rows)
+    assert distill_targets(12) == [4, 8, 12]
