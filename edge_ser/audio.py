@@ -7,6 +7,7 @@ Preprocessing (normalisation) is inside the budget.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +29,52 @@ def decode(path: str | Path, sample_rate: int) -> np.ndarray:
     if audio.size == 0:
         raise AudioError(f"{path}: the file holds no samples")
     return resample(audio.mean(axis=1), rate, sample_rate)
+
+
+def duration_seconds(path: str | Path) -> float:
+    """Length of an audio file from its header, without decoding it."""
+    try:
+        return sf.info(str(path)).duration
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({str(err).strip() or type(err).__name__})") from None
+
+
+def stream_windows(path: str | Path, sample_rate: int, window_seconds: float) -> Iterator[np.ndarray]:
+    """Mono windows of `window_seconds` at `sample_rate`, read block by block: memory stays bounded
+    by about two windows whatever the file's length. A last piece shorter than half a window is
+    appended to the window before it, so no window is too short to classify well."""
+    size = int(window_seconds * sample_rate)
+    try:
+        info = sf.info(str(path))
+        blocks = sf.blocks(str(path), blocksize=max(1024, int(window_seconds * info.samplerate) // 4),
+                           dtype="float32", always_2d=True)
+        stream = None
+        if info.samplerate != sample_rate:
+            import soxr
+
+            stream = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32")
+        pending = np.zeros(0, np.float32)
+        held: np.ndarray | None = None  # a full window, held back until we know whether a short tail follows
+        for block in blocks:
+            mono = block.mean(axis=1)
+            if stream is not None:
+                mono = stream.resample_chunk(mono)
+            pending = np.concatenate([pending, mono])
+            while pending.size >= size:
+                if held is not None:
+                    yield held
+                held, pending = pending[:size], pending[size:]
+        if stream is not None:
+            pending = np.concatenate([pending, stream.resample_chunk(np.zeros(0, np.float32), last=True)])
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({str(err).strip() or type(err).__name__})") from None
+    if held is None:
+        yield pending
+    elif pending.size < size // 2:
+        yield np.concatenate([held, pending])
+    else:
+        yield held
+        yield pending
 
 
 def resample(audio: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import AudioError, check_samples, decode, normalize
+from .audio import AudioError, check_samples, decode, duration_seconds, normalize, stream_windows
 from .engine import Engine
 from .manifest import Exit, Manifest, Segment, load_manifest
 from .policy import StopRule, softmax
@@ -174,6 +174,8 @@ class Classifier:
         rate = self.manifest.sample_rate
         decode_ms = None
         if isinstance(audio, (str, Path)):
+            if Path(audio).is_file() and duration_seconds(audio) > self.window_seconds * 1.5:
+                return self._classify_stream(Path(audio), budget_ms, memory_mb, exit, strict)
             start = time.perf_counter()
             samples = decode(audio, rate)
             decode_ms = 1000 * (time.perf_counter() - start)
@@ -192,6 +194,22 @@ class Classifier:
         results = [self._classify_samples(w, budget_ms, memory_mb, exit, strict) for w in windows]
         result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
         result.decode_ms, result.source = decode_ms, source
+        return result
+
+    def _classify_stream(self, path: Path, budget_ms, memory_mb, exit, strict) -> Result:
+        """A long file, window by window as it is read: only per-window results are kept."""
+        results, decode_ms = [], 0.0
+        windows = stream_windows(path, self.manifest.sample_rate, self.window_seconds)
+        while True:
+            start = time.perf_counter()
+            window = next(windows, None)
+            decode_ms += 1000 * (time.perf_counter() - start)
+            if window is None:
+                break
+            window = check_samples(window, self.manifest.sample_rate, self.manifest.min_samples)
+            results.append(self._classify_samples(window, budget_ms, memory_mb, exit, strict))
+        result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
+        result.decode_ms, result.source = decode_ms, str(path)
         return result
 
     def _windows(self, samples: np.ndarray) -> Iterator[np.ndarray]:

@@ -152,3 +152,17 @@ def test_no_profile_means_estimated_budgets(tiny_export):
     assert first.estimated and first.budget_met
     plan = c.plan(1.0, budget_ms=10_000)
     assert all(v > 0 for v in plan.predicted_ms.values())  # learned from the first run
+
+
+def test_long_files_stream_in_windows_with_bounded_memory(tiny_export, tmp_path):
+    from edge_ser.audio import stream_windows
+
+    rate = 22050
+    path = write_tone(tmp_path / "long.wav", seconds=8.8, rate=rate)
+    windows = list(stream_windows(path, 16000, window_seconds=2.0))
+    assert [round(w.size / 16000, 2) for w in windows] == [2.0, 2.0, 2.0, 2.8]  # the 0.8 s tail joins the last
+    whole = __import__("soxr").resample(__import__("soundfile").read(path, dtype="float32")[0], rate, 16000)
+    assert abs(sum(w.size for w in windows) - whole.size) <= 2
+    c = Classifier(tiny_export, window_seconds=2.0, shared_pool=False)
+    r = c.classify(path, exit=1)
+    assert len(r.windows) == 4 and r.seconds == pytest.approx(8.8, abs=0.01) and r.decode_ms > 0

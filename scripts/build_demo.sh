@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Rebuild models/demo from nothing: synthetic corpus -> train -> export (fp32 + int8, verified) -> samples.
+# About 30-40 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
+# A device profile is per machine: run `edge-ser calibrate models/demo` on the device itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+edge-ser corpus data/corpus --speakers 16 --clips-per-style 16 --seed 0
+edge-ser train configs/demo.yaml --stage select
+rm -rf models/demo
+edge-ser export runs/demo/select/best.pt --out models/demo --name demo
+
+# Two test-split clips (held-out speakers) to try: an easy one and a hard one.
+python - <<'PY'
+import csv, shutil
+from pathlib import Path
+rows = [r for r in csv.DictReader(open("data/corpus/manifest.csv")) if r["split"] == "test"]
+easy = min((r for r in rows if r["label"] == "high-rising"), key=lambda r: float(r["difficulty"]))
+hard = max((r for r in rows if r["label"] == "pressed"), key=lambda r: float(r["difficulty"]))
+out = Path("models/demo/samples"); out.mkdir(exist_ok=True)
+for tag, r in (("easy", easy), ("hard", hard)):
+    target = out / f"{tag}_{r['label']}.wav"
+    shutil.copy(Path("data/corpus") / r["path"], target)
+    print(f"{target}: {r['label']}, difficulty {float(r['difficulty']):.2f}, speaker {r['speaker']} (test split)")
+PY
+edge-ser info models/demo
