@@ -25,12 +25,17 @@ def cmd_corpus(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from .train import run_experiment
-
+def _load_config(args) -> ExperimentConfig:
     config = ExperimentConfig.from_yaml(args.config)
     if args.out_dir:
         config.out_dir = str(args.out_dir)
+    return config
+
+
+def cmd_train(args) -> int:
+    from .train import run_experiment
+
+    config = _load_config(args)
     summary = run_experiment(config, args.stage)
     print(json.dumps({k: summary.get(k) for k in ("best_epoch", "dev", "test", "path_parameters")}, indent=1))
     print(f"wrote {config.run_dir}")
@@ -119,9 +124,7 @@ def cmd_export(args) -> int:
 def cmd_baselines(args) -> int:
     from .baselines import run_baselines
 
-    config = ExperimentConfig.from_yaml(args.config)
-    if args.out_dir:
-        config.out_dir = str(args.out_dir)
+    config = _load_config(args)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     skip = {s for s in args.skip.split(",") if s}
     table = run_baselines(config, layers=layers, skip=skip, log=lambda m: print(m, file=sys.stderr))
