@@ -65,6 +65,30 @@ def main() -> None:
     print(f"mean exit for clips < 3 s: {np.mean(short):.1f}; > 8 s: {np.mean(long):.1f} (longer clips cost more, so go less deep)")
     print(f"machine: {machine()}")
     save(f"budget_{args.precision}", summary)
+    plot(rows, budget, c, Path(__file__).resolve().parent / "results" / f"budget_{args.precision}.png")
+
+
+def plot(rows, budget: float, c: Classifier, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    colours = dict(zip([e.layer for e in c.manifest.exits], ["tab:green", "tab:blue", "tab:orange", "tab:red"]))
+    for ax, mode in zip(axes, ("deepest-fit", "adaptive")):
+        for layer, colour in colours.items():
+            sel = [r for r in rows if r[0] == mode and r[2] == layer]
+            ax.scatter([r[1] for r in sel], [r[3] for r in sel], s=10, color=colour, label=f"exit {layer}")
+        ax.axhline(budget, color="black", linestyle="--", linewidth=1, label=f"budget {budget:.0f} ms")
+        ax.set_title(mode)
+        ax.set_xlabel("clip length (s)")
+    axes[0].set_ylabel("latency, samples to answer (ms)")
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{c.manifest.name}: {len(rows) // 2} clips under one budget ({machine()})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

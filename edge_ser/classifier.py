@@ -45,6 +45,7 @@ class Result:
     decode_ms: float | None = None  # file decoding + resampling, outside the budget
     windows: list["Result"] = field(default_factory=list)  # long audio: one result per window
     source: str | None = None
+    warning: str | None = None  # e.g. the budget could not be planned for: answered from the first exit
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k != "windows"}
@@ -90,6 +91,8 @@ class Classifier:
         self.manifest: Manifest = load_manifest(self.model_dir)
         self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
         self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
+        if measure and not self.manifest.policy:
+            raise ValueError(f"{self.model_dir}: this model has no calibrated early-exit thresholds (export it with dev data)")
         self.stop_rule = StopRule.from_policy(self.manifest.policy, measure) if self.manifest.policy else None
         self.window_seconds = window_seconds
         self._online = OnlineEstimate()
@@ -235,6 +238,7 @@ class Classifier:
             budget_met=None if budget_ms is None else all(r.budget_met for r in results),
             estimated=any(r.estimated for r in results),
             windows=results,
+            warning=next((r.warning for r in results if r.warning), None),
         )
 
     def _order(self, name: str) -> int:
@@ -255,14 +259,18 @@ class Classifier:
         seconds = samples.size / rate
         start = time.perf_counter()
         plan = self.plan(seconds, budget_ms, memory_mb, exit)
-        if not plan.fits and strict:
+        warning = None
+        if not plan.fits:
             first = self.manifest.exits[0]
             need = plan.predicted_ms.get(first.layer, math.nan)
-            raise BudgetError(
+            warning = (
                 f"not even exit {first.layer} fits: predicted {need:.1f} ms for {seconds:.2f} s of audio"
                 + (f" against {budget_ms:g} ms" if budget_ms is not None else "")
                 + (f", {self.memory_mb(first):.0f} MB against {memory_mb:g} MB" if memory_mb is not None else "")
             )
+            if strict:
+                raise BudgetError(warning)
+            warning += f"; answered from exit {first.layer}"
         elapsed = lambda: 1000 * (time.perf_counter() - start)  # noqa: E731
         value = normalize(samples) if self.manifest.normalize else samples
         value = value[None, :]  # (1, S)
@@ -310,6 +318,7 @@ class Classifier:
             budget_ms=budget_ms,
             budget_met=None if budget_ms is None else latency <= budget_ms,
             estimated=plan.estimated,
+            warning=warning,
         )
 
     def exit_probabilities(self, samples: np.ndarray) -> dict[int, np.ndarray]:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run to exit layer N, or 'auto' for adaptive early exit (default)")
     c.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
                    help="adaptive stop rule (default: the model's, max_prob)")
-    c.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    c.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
+                   help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
     c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml if present)")
     c.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
     c.add_argument("--window", type=_typed(parse_seconds), default=10.0, metavar="TIME",
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile")
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml)")
-    k.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    k.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32")
     k.add_argument("--threads", type=int, default=0)
     k.add_argument("--seconds", default="1,2,4,8,12", help="clip lengths to time, comma-separated (default 1,2,4,8,12)")
     k.add_argument("--repeats", type=int, default=5)
@@ -189,6 +190,8 @@ def cmd_classify(args) -> int:
                 print(json.dumps({"source": str(path), "error": str(err)}), flush=True)
             bar.write(f"edge-ser: {path}: {err}" if str(path) not in str(err) else f"edge-ser: {err}", file=sys.stderr)
             continue
+        if result.warning and not args.json:
+            bar.write(f"edge-ser: {path}: {result.warning}", file=sys.stderr)
         if args.json:
             print(json.dumps(result.to_dict()), flush=True)
         else:
@@ -218,17 +221,18 @@ def cmd_info(args) -> int:
     print(f"  audio       {manifest.sample_rate} Hz mono, {'normalised per clip' if manifest.normalize else 'raw'}, "
           f"at least {1000 * manifest.min_samples / manifest.sample_rate:.0f} ms")
     print(f"  labels      {', '.join(manifest.labels)}")
-    precisions = sorted({p for s in manifest.chain for p in s.files})
-    print(f"  precisions  {', '.join(precisions)}")
+    print(f"  precisions  {', '.join(['fp32'] + [p for p in manifest.precisions if p != 'fp32'])} "
+          "(dev UAR per exit below, measured on the exported files)")
     print("  chain       " + " -> ".join(s.name for s in manifest.chain))
     dev_int8 = manifest.precisions.get("int8", {}).get("dev_uar", {})
-    print(f"  {'exit':>4} {'path params':>12} {'dev UAR':>8} {'test UAR':>8} {'int8 dev':>8}  files")
+    dev_blocks = manifest.precisions.get("int8-blocks", {}).get("dev_uar", {})
+    print(f"  {'exit':>4} {'path params':>12} {'dev UAR':>8} {'test UAR':>8} {'int8 dev':>8} {'int8-blk':>8}  files")
     for e in manifest.exits:
         def pct(v):
             return f"{100 * v:>7.1f}%" if isinstance(v, (int, float)) else f"{'-':>8}"
         mb = sum(s.file_for("fp32").bytes for s in manifest.chain_to(e) + [e.head]) / 2**20
         print(f"  {e.layer:>4} {e.path_parameters:>12,} {pct(e.dev_uar)} {pct(e.test_uar)} "
-              f"{pct(dev_int8.get(str(e.layer)))}  {mb:.1f} MB fp32")
+              f"{pct(dev_int8.get(str(e.layer)))} {pct(dev_blocks.get(str(e.layer)))}  {mb:.1f} MB fp32")
     if manifest.policy:
         rule = manifest.policy["measures"][manifest.policy.get("default", "max_prob")]
         print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold')}: dev UAR "

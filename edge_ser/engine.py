@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .manifest import Manifest, ManifestError, Segment
+from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
 _GLOBAL_POOL_THREADS: int | None = None
 _GLOBAL_POOL_LOCK = threading.Lock()
@@ -60,7 +60,8 @@ class Engine:
         providers: list[str] | None = None,
         shared_pool: bool = True,
     ):
-        have = sorted({p for seg in manifest.chain for p in seg.files})
+        files = {p for seg in manifest.chain for p in seg.files}
+        have = [p for p, kinds in RUN_PRECISIONS.items() if set(kinds.values()) & files - {"fp32"} or p == "fp32"]
         if precision not in have:
             raise ManifestError(f"this model has no {precision} files; available: {', '.join(have)}")
         self.directory = Path(directory)

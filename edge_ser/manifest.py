@@ -19,7 +19,14 @@ from typing import Any
 import yaml
 
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8")  # what a file can be
+# What a run can ask for: a precision per segment kind. int8-blocks keeps the CNN encoder fp32,
+# for models whose exits lose accuracy with a static-int8 encoder.
+RUN_PRECISIONS = {
+    "fp32": {"encoder": "fp32", "blocks": "fp32", "head": "fp32"},
+    "int8": {"encoder": "int8", "blocks": "int8", "head": "int8"},
+    "int8-blocks": {"encoder": "fp32", "blocks": "int8", "head": "fp32"},
+}
 
 
 class ManifestError(ValueError):
@@ -46,8 +53,9 @@ class Segment:
     layers: tuple[int, int] = (0, 0)  # blocks: (first layer before, last layer after), 1-based exclusive start
 
     def file_for(self, precision: str) -> FileRef:
-        """The file of this precision, or fp32 where this segment has no such variant (heads stay fp32)."""
-        return self.files.get(precision) or self.files["fp32"]
+        """The file a run at `precision` (see RUN_PRECISIONS) uses; fp32 where this segment has no such file."""
+        wanted = RUN_PRECISIONS[precision][self.kind] if precision in RUN_PRECISIONS else precision
+        return self.files.get(wanted) or self.files["fp32"]
 
 
 @dataclass(frozen=True)

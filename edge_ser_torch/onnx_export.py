@@ -271,9 +271,13 @@ def export_model(
 
         quantized = quantize_model(out, manifest, audio[:32], int8_encoder=options.int8_encoder)
         manifest.save(out)
-        int8 = runtime_dev_probabilities(out, "int8", audio)
-        manifest.precisions["int8"] = {"dev_uar": uar_per_exit(int8, truth, manifest), "quantized": quantized}
-        log(f"int8 dev UAR per exit {manifest.precisions['int8']['dev_uar']} vs fp32 {manifest.precisions['fp32']['dev_uar']}")
+        variants = ("int8", "int8-blocks") if "encoder" in quantized else ("int8",)
+        for variant in variants:
+            probs = runtime_dev_probabilities(out, variant, audio)
+            manifest.precisions[variant] = {"dev_uar": uar_per_exit(probs, truth, manifest),
+                                            "quantized": [q for q in quantized if variant == "int8" or q != "encoder"]}
+            log(f"{variant} dev UAR per exit {manifest.precisions[variant]['dev_uar']}")
+        log(f"fp32 dev UAR per exit {manifest.precisions['fp32']['dev_uar']}")
     manifest.policy = calibrate(fp32, truth, [e.layer for e in manifest.exits], exit_costs(manifest),
                                 options.max_accuracy_loss)
     manifest.save(out)

@@ -21,7 +21,8 @@ def test_manifest_describes_the_chain(tiny_export):
     assert m.labels == TINY_LABELS and m.sample_rate == 16000 and m.normalize
     assert m.min_samples == 400 and m.samples_per_frame == 320  # wav2vec2's CNN: 25 ms window, 20 ms hop
     assert m.provenance["verify_max_abs_diff"] < 1e-4
-    assert set(m.precisions) == {"fp32", "int8"}
+    assert set(m.precisions) == {"fp32", "int8", "int8-blocks"}
+    assert "encoder" not in m.precisions["int8-blocks"]["quantized"]
     assert set(m.precisions["int8"]["quantized"]) == {"encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
     assert all(e.dev_uar is not None for e in m.exits)
     assert set(m.policy["measures"]) == {"max_prob", "entropy", "patience"}
@@ -46,6 +47,9 @@ def test_int8_variant_runs_and_stays_close(tiny_export):
     got = int8.exit_probabilities(samples)
     assert any(f.endswith(".int8.onnx") for f in int8.engine.opened)
     assert max(np.abs(got[k] - fp32[k]).max() for k in fp32) < 0.2
+    blocks_only = Classifier(tiny_export, precision="int8-blocks", shared_pool=False)
+    blocks_only.exit_probabilities(samples)
+    assert blocks_only.engine.opened[0] == "encoder.onnx" and blocks_only.engine.opened[1].endswith(".int8.onnx")
 
 
 def _copy(src, dst):

@@ -69,6 +69,8 @@ def test_nothing_fits_answers_from_the_first_exit_or_refuses_when_strict(tiny_ex
     c = Classifier(tiny_export, profile=flat_profile(COSTS), shared_pool=False)
     r = c.classify(clip(), 16000, budget_ms=5)
     assert r.exit_layer == 1 and r.budget_ms == 5
+    assert r.warning.startswith("not even exit 1 fits") and r.warning.endswith("answered from exit 1")
+    assert c.classify(clip(), 16000, budget_ms=500).warning is None
     with pytest.raises(BudgetError, match="not even exit 1 fits"):
         c.classify(clip(), 16000, budget_ms=5, strict=True)
 
