@@ -37,8 +37,9 @@ def cmd_train(args) -> int:
 
     config = _load_config(args)
     summary = run_experiment(config, args.stage)
-    print(json.dumps({k: summary.get(k) for k in ("best_epoch", "dev", "test", "path_parameters")}, indent=1))
-    print(f"wrote {config.run_dir}")
+    if summary.get("dev") is not None or summary.get("test") is not None:  # rank 0 (or the only process)
+        print(json.dumps({k: summary.get(k) for k in ("best_epoch", "dev", "test", "path_parameters")}, indent=1))
+        print(f"wrote {config.run_dir}")
     return 0
 
 

@@ -192,7 +192,10 @@ def train_stage(
                 history=history, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                 torch_rng=torch.get_rng_state(),
             )
-    if world > 1:
+    if world > 1:  # every rank must retrain for the epoch rank 0 selected
+        chosen = torch.tensor([best_epoch])
+        dist.broadcast(chosen, src=0)
+        best_epoch = int(chosen)
         dist.barrier()
     if rank != 0:
         return StageResult(best_epoch, None, None, last)
@@ -212,9 +215,11 @@ def run_experiment(config: ExperimentConfig, stages: str = "both", progress: boo
     """The paper's protocol; returns (and writes to summary.json) dev and test UAR per exit."""
     clips = load_clips(config)
     labels = label_set(clips)
-    print(f"{config.name}: {len(labels)} classes ({', '.join(labels)}); {describe(clips)}")
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    (config.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    rank, _ = _distributed()
+    if rank == 0:
+        print(f"{config.name}: {len(labels)} classes ({', '.join(labels)}); {describe(clips)}")
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     summary: dict = {"labels": labels}
     epochs = config.train.epochs
     if stages in ("both", "select"):
@@ -228,5 +233,6 @@ def run_experiment(config: ExperimentConfig, stages: str = "both", progress: boo
         summary["final_checkpoint"] = str(final.checkpoint)
     model = build_model(config, len(labels), encoder_factory)
     summary["path_parameters"] = {str(k): v for k, v in model.path_parameters().items()}
-    (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if rank == 0:
+        (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

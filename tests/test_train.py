@@ -82,3 +82,22 @@ def test_baselines_table_has_every_method(corpus, tmp_path):
     assert truncated["parameters"] < full["parameters"]
     assert all(0.0 <= r["test_uar"] <= 1.0 for r in rows)
     assert distill_targets(12) == [4, 8, 12]
+
+
+def test_distributed_training_with_torchrun_on_cpu(corpus, tmp_path):
+    """Two gloo processes: both stages finish (the ranks agree on the selected epoch) and rank 0 writes."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tiny_experiment(corpus, tmp_path, epochs=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "edge_ser.cli", "train", str(path)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert (config.run_dir / "final" / "final.pt").exists() and summary["final_epochs"] == summary["best_epoch"]
