@@ -235,7 +235,7 @@ def cmd_info(args) -> int:
               f"{pct(dev_int8.get(str(e.layer)))} {pct(dev_blocks.get(str(e.layer)))}  {mb:.1f} MB fp32")
     if manifest.policy:
         rule = manifest.policy["measures"][manifest.policy.get("default", "max_prob")]
-        print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold')}: dev UAR "
+        print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold'):.3f}: dev UAR "
               f"{100 * rule['dev_uar']:.1f}% vs {100 * rule['full_uar']:.1f}% at full depth, "
               f"{100 * rule['compute_share']:.0f}% of full-depth compute (mean exit {rule['mean_exit_layer']:.1f})")
     for key, value in manifest.provenance.items():

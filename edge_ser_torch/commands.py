@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +14,8 @@ from .config import ExperimentConfig, ModelConfig
 from .data import Clip, read_manifest
 from .synth import LABELS as SYNTH_LABELS
 
-warnings.filterwarnings("ignore", message=".*torchvision.*")
+warnings.filterwarnings("ignore", module=r"torch\..*")
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" lines at every export
 
 SYNTHETIC_NOTE = "a demo of the pipeline on synthetic speech styles; it does not recognise real emotions"
 
@@ -86,7 +89,8 @@ def cmd_export(args) -> int:
 
         model, config, labels, state = load_checkpoint(args.checkpoint)
         provenance |= {"checkpoint": str(args.checkpoint), "base": config.model.base or f"random {config.model.family}",
-                       "data": config.data.manifest or config.data.demos_dir, "trained_epochs": state.get("epoch")}
+                       "data": os.path.relpath(os.path.normpath(config.data.manifest or config.data.demos_dir)),
+                       "trained_epochs": state.get("epoch")}
         corpus = args.manifest or config.data.manifest
         sample_rate, normalize = config.data.sample_rate, config.data.normalize
     else:

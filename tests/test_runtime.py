@@ -42,7 +42,8 @@ def test_classify_array_and_file_give_the_same_answer(tiny_export, tmp_path):
 def test_exit_3_never_opens_later_files(tiny_export):
     c = Classifier(tiny_export, shared_pool=False)
     r = c.classify(clip(), 16000, exit=3)
-    assert r.exit_layer == 3 and r.stopped_by == "exit"
+    assert r.exit_layer == 3 and r.stopped_by == "exit" and r.load_ms > 0
+    assert c.classify(clip(), 16000, exit=3).load_ms == 0  # sessions are reused
     assert r.segments_run == ["encoder", "blocks_00_01", "blocks_01_03", "exit_03"]  # no head it has no use for
     assert c.engine.opened == ["encoder.onnx", "blocks_00_01.onnx", "blocks_01_03.onnx", "exit_03.onnx"]
 
