@@ -66,6 +66,15 @@ def export_base(work: Path) -> dict:
 # ---- workers: one variant per process ------------------------------------------------------
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: on Linux that survives exec, so a
+    worker started by a big parent would report the parent's peak."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # other systems: kB on Linux/BSD
+
+
 def worker(variant: str, work: Path, repeats: int) -> dict:
     audio = clip()
     if variant == "torch":
@@ -94,9 +103,9 @@ def worker(variant: str, work: Path, repeats: int) -> dict:
         from edge_ser import Classifier
 
         layer = int(variant.rsplit("-", 1)[1])
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        before = peak_rss_mb()
         Classifier(work).classify(audio, 16000, exit=layer)
-        return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "import_peak_mb": before}
+        return {"peak_mb": peak_rss_mb(), "import_peak_mb": before}
     else:
         from edge_ser import Classifier
 
@@ -158,6 +167,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".cache" / "base")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--only", choices=["memory"], help="run only this part (the export is reused)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -168,6 +178,14 @@ def main() -> None:
     if not (args.work / "manifest.yaml").exists() or not (args.work / "monolithic.onnx").exists():
         results["export"] = export_base(args.work)
         print(f"export: {json.dumps(results['export'])}")
+
+    if args.only == "memory":
+        previous = json.loads((Path(__file__).resolve().parent / "results" / "base.json").read_text())
+        results = {k: v for k, v in previous.items() if k != "machine"}
+        results["memory"] = {f"exit_{k}": run_worker(f"memory-exit-{k}", args.work, 1) for k in (3, 12)}
+        print_memory(results["memory"])
+        save("base", results)
+        return
 
     variants = ["monolithic", "chain-shared", "chain-per-session", "torch"]
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -190,10 +208,13 @@ def main() -> None:
     enc = results["int8"]["encoder"]
     print(f"encoder: dynamic int8 (ConvInteger) speed-up {enc['dynamic_int8_speedup']:.2f}x; mean relative error "
           f"static QDQ {100 * enc['mean_relative_error']['int8']:.1f}%, dynamic {100 * enc['mean_relative_error']['dynamic-int8']:.1f}%")
-    mem = results["memory"]
-    print(f"peak RSS: exit 3 {mem['exit_3']['peak_mb']:.0f} MB, exit 12 {mem['exit_12']['peak_mb']:.0f} MB "
-          f"(after imports: {mem['exit_3']['import_peak_mb']:.0f} MB)")
+    print_memory(results["memory"])
     save("base", results)
+
+
+def print_memory(mem: dict) -> None:
+    print(f"peak RSS, one 3 s clip: exit 3 {mem['exit_3']['peak_mb']:.0f} MB, exit 12 {mem['exit_12']['peak_mb']:.0f} MB "
+          f"(after imports: {mem['exit_3']['import_peak_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 Defaults are the paper's (Ren et al.); the reason sits beside each. A YAML file
 only names what it changes; an unknown key is an error, so a typo never
-silently trains the default.
+silently trains the default. In a YAML file, data.manifest, data.demos_dir and
+model.base are relative to the file; out_dir is relative to where edge-ser runs.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +83,12 @@ class ExperimentConfig:
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
         with open(path) as f:
             config = cls.from_dict(yaml.safe_load(f))
-        # Relative data paths in a YAML file are relative to that file, not to the caller's cwd.
+        # Relative paths in a YAML file are relative to that file, not to the caller's cwd.
         here = Path(path).resolve().parent
-        for attr in ("manifest", "demos_dir"):
-            value = getattr(config.data, attr)
+        for section, attr in (("data", "manifest"), ("data", "demos_dir"), ("model", "base")):
+            value = getattr(getattr(config, section), attr)
             if value and not Path(value).is_absolute():
-                setattr(config.data, attr, str(here / value))
+                setattr(getattr(config, section), attr, os.path.normpath(here / value))
         return config
 
 

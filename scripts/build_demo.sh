@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Rebuild models/demo from nothing: synthetic corpus -> train -> export (fp32 + int8, verified) -> samples.
-# About 30-40 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
+# About 20 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
 # A device profile is per machine: run `edge-ser calibrate models/demo` on the device itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 edge-ser corpus data/corpus --speakers 16 --clips-per-style 16 --seed 0
+# Stage 1: the encoder alone, saved as a Hugging Face checkpoint directory (stands in for pretraining).
+edge-ser train configs/demo-pretrain.yaml --stage select
+python -c "from edge_ser_torch.train import load_checkpoint
+model, *_ = load_checkpoint('runs/demo-pretrain/select/best.pt')
+model.backbone.hf.save_pretrained('runs/demo-pretrain/encoder')"
+# Stage 2: self-distillation with exits 3, 8, 10 from that checkpoint; select on dev.
 edge-ser train configs/demo.yaml --stage select
 rm -rf models/demo
 edge-ser export runs/demo/select/best.pt --out models/demo --name demo

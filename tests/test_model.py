@@ -86,3 +86,25 @@ def test_lstm_block_is_sized_like_the_paper():
     lstm = model.heads["1"].block.net
     assert lstm.hidden_size == lstm.input_size == 32  # "768 features" at base size: the hidden width
     assert model.heads["1"].l1.out_features == 256 and model.heads["1"].l2.out_features == 7
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
+def test_loads_a_local_hugging_face_checkpoint_directory(family, tmp_path):
+    torch.manual_seed(0)
+    source = load_encoder(None, family, tiny_overrides(2)).eval()
+    source.save_pretrained(tmp_path / "ckpt")
+    model = SelfDistilledSER(ModelConfig(base=str(tmp_path / "ckpt"), exit_layers=[1]), 3).eval()
+    assert model.backbone.family == family
+    for (name, a), (_, b) in zip(source.state_dict().items(), model.backbone.hf.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_encoder(tmp_path / "missing")
+
+
+def test_yaml_paths_are_relative_to_the_file(tmp_path):
+    from edge_ser_torch.config import ExperimentConfig
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "x.yaml").write_text("model: {base: ../enc}\ndata: {manifest: ../data/m.csv}\n")
+    config = ExperimentConfig.from_yaml(tmp_path / "cfg" / "x.yaml")
+    assert config.model.base == str(tmp_path / "enc") and config.data.manifest == str(tmp_path / "data" / "m.csv")
