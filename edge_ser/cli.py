@@ -16,7 +16,8 @@ from . import __version__
 from .units import parse_duration_ms, parse_seconds, parse_size_mb
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
-TRAIN_EXTRA = "pip install -e '.[train]'  (CPU-only torch: see README, 'Installing')"
+TRAIN_EXTRA = ("pip install -e '.[train]' (without a GPU, first: "
+               "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
 class CliError(Exception):

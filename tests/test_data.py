@@ -4,7 +4,6 @@ import csv
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from edge_ser_torch.data import ClipDataset, collate, read_demos, read_manifest
 from edge_ser_torch.synth import LABELS, CorpusSpec, generate_corpus
