@@ -33,6 +33,7 @@ def main() -> None:
     c = Classifier(args.model, precision=args.precision)
     c.profile = calibrate_profile(c, seconds=(1.0, 2.5, 5.0, 7.5, 10.0), repeats=args.repeats)
     print(describe_profile(c.profile, (1.0, 5.5, 10.0)))
+    c.profile.save(Path(__file__).resolve().parent / "results" / f"profile_{c.manifest.name}_{args.precision}.yaml")
     layers = [e.layer for e in c.manifest.exits]
 
     rng = np.random.default_rng(0)

@@ -85,3 +85,23 @@ def test_manifest_errors_are_one_line(tmp_path):
     (tmp_path / "manifest.yaml").write_text("format_version: 1\nname: x\n")
     with pytest.raises(ManifestError, match="missing or malformed"):
         load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("block", ["lstm", "gru"])
+def test_recurrent_exit_heads_export_exactly(block, tmp_path):
+    """The RNN heads become native ONNX LSTM/GRU ops with a dynamic time axis; export's own check passes."""
+    import onnx
+
+    from edge_ser_torch.config import ModelConfig
+    from edge_ser_torch.model import SelfDistilledSER
+    from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+    from conftest import tiny_overrides
+
+    torch.manual_seed(0)
+    model = SelfDistilledSER(ModelConfig(backbone=tiny_overrides(2), exit_layers=[1], block=block, head_dim=8), 3).eval()
+    options = ExportOptions(verify_seconds=(0.5, 2.1), int8=False)
+    m = export_model(model, ["a", "b", "c"], tmp_path / "m", name="rnn", options=options, log=lambda s: None)
+    assert m.provenance["verify_max_abs_diff"] < 1e-4
+    ops = {node.op_type for node in onnx.load(tmp_path / "m" / "exit_01.onnx").graph.node}
+    assert block.upper() in ops
