@@ -38,7 +38,7 @@ class Result:
     segments_run: list[str]
     latency_ms: float  # preprocessing + segments + heads + stop rule: what a budget covers
     seconds: float  # audio duration
-    stopped_by: str  # confident | exit | budget | last
+    stopped_by: str  # confident | exit | last | budget | memory (| windows for long audio)
     budget_ms: float | None = None
     budget_met: bool | None = None
     estimated: bool = False  # True when no device profile backed the plan
@@ -62,6 +62,7 @@ class Plan:
     predicted_ms: dict[int, float]  # exit -> predicted cost (high quantile) of a run that stops there
     fits: bool  # False: not even the first exit fits; the first exit answers anyway
     estimated: bool
+    limited_by: str | None = None  # "memory" or "budget" when a budget, not the request, set last_exit
 
 
 class Classifier:
@@ -151,12 +152,15 @@ class Classifier:
             heads_so_far += head if adaptive else 0.0
             previous = e
         allowed = [e for e in exits if memory_mb is None or self.memory_mb(e) <= memory_mb]
+        limited_by = "memory" if len(allowed) < len(exits) else None
         if budget_ms is not None:
             # NaN (unknown cost, first runs without a profile) counts as fitting: the run finds out.
-            allowed = [e for e in allowed if not predicted[e.layer] > budget_ms]
+            within = [e for e in allowed if not predicted[e.layer] > budget_ms]
+            limited_by = "budget" if len(within) < len(allowed) else limited_by
+            allowed = within
         fits = bool(allowed)
         last = allowed[-1].layer if allowed else exits[0].layer
-        return Plan(last, adaptive, predicted, fits, estimated)
+        return Plan(last, adaptive, predicted, fits, estimated, limited_by)
 
     # ---- running --------------------------------------------------------------------------
 
@@ -310,7 +314,9 @@ class Classifier:
         if pending is not None:  # stopped for the budget between exits: answer from the exit passed last
             probs = softmax(self._timed(pending[0].head, pending[1], seconds, ran, loads)[0])
             answered = (pending[0], probs)
-        if stopped_by == "last" and exit not in (None, "auto"):
+        if stopped_by == "last" and plan.limited_by:
+            stopped_by = plan.limited_by  # the plan stopped short of the exit asked for
+        elif stopped_by == "last" and exit not in (None, "auto"):
             stopped_by = "exit"
         exit_used, probs = answered
         latency = elapsed()

@@ -55,6 +55,7 @@ def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
     assert plan.predicted_ms == pytest.approx({1: 21, 3: 42, 4: 53})
     assert plan.last_exit == 3 and plan.fits and not plan.estimated
     assert c.plan(2.0, budget_ms=45).last_exit == 1  # twice as long a clip: only exit 1 fits
+    assert c.plan(2.0, budget_ms=45).limited_by == "budget" and c.plan(1.0, budget_ms=1000).limited_by is None
     assert c.plan(1.0, budget_ms=1000).last_exit == 4
 
 
@@ -64,6 +65,9 @@ def test_memory_budget_picks_the_deepest_exit_whose_segments_fit(tiny_export):
     assert c.memory_mb(c.manifest.exit_at(3)) == pytest.approx(40)
     assert c.plan(1.0, memory_mb=45).last_exit == 3
     assert c.plan(1.0, memory_mb=35).last_exit == 1
+    r = c.classify(clip(), 16000, memory_mb=45, exit=4)
+    assert r.exit_layer == 3 and r.stopped_by == "memory"
+    assert c.classify(clip(), 16000, memory_mb=1000, exit=4).stopped_by == "exit"
 
 
 def test_nothing_fits_answers_from_the_first_exit_or_refuses_when_strict(tiny_export):
