@@ -177,7 +177,7 @@ def cmd_classify(args) -> int:
     classifier = Classifier(args.model, profile=_default_profile(args), precision=args.precision,
                             threads=args.threads, providers=args.provider, measure=args.measure,
                             window_seconds=args.window)
-    failures = 0
+    failures = refused = 0
     if not args.json:
         print(f"{'file':<28} {'label':<14} {'p':>5} {'exit':>4} {'ms':>9} {'stopped':<10} budget")
     bar = tqdm(files, unit="file", disable=len(files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
@@ -187,6 +187,7 @@ def cmd_classify(args) -> int:
                                          strict=args.strict)
         except (AudioError, BudgetError) as err:
             failures += 1
+            refused += isinstance(err, BudgetError)
             if args.json:
                 print(json.dumps({"source": str(path), "error": str(err)}), flush=True)
             bar.write(f"edge-ser: {path}: {err}" if str(path) not in str(err) else f"edge-ser: {err}", file=sys.stderr)
@@ -204,8 +205,9 @@ def cmd_classify(args) -> int:
         print("note: the demo model tells apart synthetic speech styles, not real emotions", file=sys.stderr)
     if failures:
         print(f"edge-ser: {failures} of {len(files)} file(s) failed", file=sys.stderr)
-        return 3 if failures == len(files) and args.strict else 1
-    return 0
+    if refused and refused == failures:
+        return 3  # --strict: a budget nothing fits
+    return 2 if failures == len(files) else 1 if failures else 0
 
 
 def cmd_info(args) -> int:

@@ -65,7 +65,7 @@ def test_bad_input_gets_one_line_and_nonzero_exit(tiny_export, args, message):
     if args[0] == "classify" and "--model" not in args:
         args = args + ["--model", str(tiny_export)]
     r = run(*args)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
