@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import AudioError, check_samples, decode, duration_seconds, normalize, stream_windows
+from .audio import AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows
 from .engine import Engine
 from .manifest import Exit, Manifest, Segment, load_manifest
 from .policy import StopRule, softmax
@@ -193,8 +193,6 @@ class Classifier:
                 raise AudioError("sample_rate is required when passing samples")
             samples = check_samples(audio, sample_rate, 1)
             if sample_rate != rate:
-                from .audio import resample
-
                 samples = resample(samples, sample_rate, rate)
             source = None
         samples = check_samples(samples, rate, self.manifest.min_samples)
