@@ -41,7 +41,7 @@ def distill_targets(num_layers: int) -> list[int]:
     return sorted({max(1, round(num_layers * k / 3)) for k in (1, 2, 3)})
 
 
-def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print) -> nn.Module:
+def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print, progress: bool = False) -> nn.Module:
     """Train a STUDENT_LAYERS-layer student encoder to predict the teacher's hidden states; returns it."""
     seed_everything(config.train.seed)
     teacher = load_encoder(config.model.base, config.model.family, config.model.backbone).eval()
@@ -59,7 +59,8 @@ def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print) -> 
                         batch_size=config.train.batch_size, shuffle=True, collate_fn=collate)
     for epoch in range(epochs):
         total = 0.0
-        for waves, lengths, _ in tqdm(loader, desc=f"distill {epoch + 1}/{epochs}", leave=False):
+        for waves, lengths, _ in tqdm(loader, desc=f"distill {epoch + 1}/{epochs}", leave=False,
+                                         disable=not progress):
             frames = t_bb.frame_lengths(lengths)
             with torch.no_grad():
                 hidden = t_bb.embed(waves, lengths)
