@@ -82,23 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
-    k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile")
+    k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile",
+                       description="Time every segment and exit head at several clip lengths on this device, fit "
+                       "latency = a + b*s + c*s^2 per segment (the fit error is printed), record the memory each "
+                       "segment adds, and write a YAML profile that classify uses to plan budgets.")
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml)")
-    k.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32")
-    k.add_argument("--threads", type=int, default=0)
+    k.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
+                   help="the variant to time; calibrate each precision you will run (default fp32)")
+    k.add_argument("--threads", type=int, default=0, help="onnxruntime threads, as classify will use them "
+                   "(default: one per core)")
     k.add_argument("--seconds", default="1,2,4,8,12", help="clip lengths to time, comma-separated (default 1,2,4,8,12)")
-    k.add_argument("--repeats", type=int, default=5)
-    k.add_argument("--provider", action="append", metavar="NAME")
+    k.add_argument("--repeats", type=int, default=5, help="timed runs per clip length (default 5)")
+    k.add_argument("--provider", action="append", metavar="NAME",
+                   help="onnxruntime execution provider, repeatable, as for classify")
 
     t = sub.add_parser("train", help="[train extra] train a self-distilled model from a YAML config")
-    t.add_argument("config", type=Path)
+    t.add_argument("config", type=Path, help="experiment YAML (see configs/)")
     t.add_argument("--stage", choices=["both", "select", "final"], default="both",
                    help="select: train -> pick the epoch on dev; final: train+dev -> test; both (default)")
     t.add_argument("--out-dir", type=Path, help="override the config's out_dir")
 
     e = sub.add_parser("evaluate", help="[train extra] UAR per exit, fusion and confusion of a checkpoint")
-    e.add_argument("checkpoint", type=Path)
+    e.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by train")
     e.add_argument("--split", choices=["train", "dev", "test"], default="test")
     e.add_argument("--manifest", type=Path, help="corpus CSV (default: the one in the checkpoint's config)")
     e.add_argument("--out", type=Path, help="write the evaluation JSON here")
@@ -119,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--labels", default=None, help="comma-separated labels for an untrained export")
 
     g = sub.add_parser("corpus", help="[train extra] write the synthetic style corpus (not emotions)")
-    g.add_argument("out", type=Path)
-    g.add_argument("--speakers", type=int, default=16)
+    g.add_argument("out", type=Path, help="folder to write wav/ and manifest.csv into")
+    g.add_argument("--speakers", type=int, default=16, help="synthetic speakers (2 dev, 2 test, the rest train)")
     g.add_argument("--clips-per-style", type=int, default=16, help="per speaker")
     g.add_argument("--seed", type=int, default=0)
 
     b = sub.add_parser("baselines", help="[train extra] the paper's Table 2: baselines and exits, markdown + JSON")
-    b.add_argument("config", type=Path)
+    b.add_argument("config", type=Path, help="experiment YAML; every row uses its data and training settings")
     b.add_argument("--out-dir", type=Path, help="override the config's out_dir")
     b.add_argument("--layers", default=None, help="layers for the truncation and single-exit sweeps (default all)")
     b.add_argument("--skip", default="", help="comma-separated: truncated,distill,single_exit,self_distilled")
