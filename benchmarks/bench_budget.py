@@ -83,8 +83,9 @@ def plot(rows, c: Classifier, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    colours = dict(zip([e.layer for e in c.manifest.exits], ["tab:green", "tab:blue", "tab:orange", "tab:red"]))
-    for ax, mode in zip(axes, ("deepest-fit", "adaptive")):
+    palette = ["tab:green", "tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    colours = {e.layer: palette[i % len(palette)] for i, e in enumerate(c.manifest.exits)}
+    for ax, mode in zip(axes, ("deepest-fit", "adaptive"), strict=True):
         for layer, colour in colours.items():
             sel = [r for r in rows if r[0] == mode and r[2] == layer]
             ax.scatter([r[1] for r in sel], [r[3] / r[6] for r in sel], s=10, color=colour, label=f"exit {layer}")

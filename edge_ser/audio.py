@@ -7,7 +7,7 @@ Preprocessing (normalisation) is inside the budget.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Result:
     estimated: bool = False  # True when no device profile backed the plan
     decode_ms: float | None = None  # file decoding + resampling, outside the budget
     load_ms: float = 0.0  # opening segment files this run needed for the first time (once per process), outside the budget
-    windows: list["Result"] = field(default_factory=list)  # long audio: one result per window
+    windows: list[Result] = field(default_factory=list)  # long audio: one result per window
     source: str | None = None
     warning: str | None = None  # e.g. the budget could not be planned for: answered from the first exit
 
@@ -223,7 +223,7 @@ class Classifier:
         size = int(self.window_seconds * self.manifest.sample_rate)
         count = max(1, math.ceil(samples.size / size))
         bounds = np.linspace(0, samples.size, count + 1).astype(int)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             yield samples[a:b]
 
     def _combine(self, results: list[Result], budget_ms: float | None) -> Result:
@@ -231,7 +231,7 @@ class Classifier:
         best = int(probs.argmax())
         return Result(
             label=self.manifest.labels[best],
-            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs)},
+            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs, strict=True)},
             exit_layer=max(r.exit_layer for r in results),
             segments_run=sorted({s for r in results for s in r.segments_run}, key=self._order),
             latency_ms=sum(r.latency_ms for r in results),
@@ -320,7 +320,7 @@ class Classifier:
         latency = elapsed()
         return Result(
             label=self.manifest.labels[int(probs.argmax())],
-            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs)},
+            probabilities={label: float(p) for label, p in zip(self.manifest.labels, probs, strict=True)},
             exit_layer=exit_used.layer,
             segments_run=ran,
             latency_ms=latency,

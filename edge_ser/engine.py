@@ -100,9 +100,18 @@ class Engine:
                 if sha256_of(path) != ref.sha256:
                     raise ManifestError(f"{path}: sha256 does not match the manifest; refusing a modified model file")
                 session = ort.InferenceSession(str(path), sess_options=self._options(), providers=self.providers)
+                if segment.kind == "head":
+                    self._check_classes(path, session)
                 self._sessions[segment.name] = session
                 self.opened.append(ref.file)
             return session
+
+    def _check_classes(self, path: Path, session: ort.InferenceSession) -> None:
+        """A head must score exactly the manifest's labels, or every answer would be mislabelled."""
+        classes = session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.manifest.labels):
+            raise ManifestError(f"{path}: head scores {classes} classes but the manifest lists "
+                                f"{len(self.manifest.labels)} labels")
 
     def run(self, segment: Segment, value: np.ndarray) -> np.ndarray:
         """One segment: its single input -> its single output. Sessions are thread-safe for run()."""

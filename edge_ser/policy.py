@@ -51,7 +51,7 @@ class StopRule:
         return bool(certainty(probabilities_so_far[-1], self.measure) >= self.threshold)
 
     @classmethod
-    def from_policy(cls, policy: dict, measure: str | None = None) -> "StopRule":
+    def from_policy(cls, policy: dict, measure: str | None = None) -> StopRule:
         """The calibrated rule for `measure` (default: the policy's default) from manifest.policy."""
         measure = measure or policy.get("default", "max_prob")
         if measure not in MEASURES:

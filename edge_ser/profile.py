@@ -50,7 +50,7 @@ class DeviceProfile:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DeviceProfile":
+    def load(cls, path: str | Path) -> DeviceProfile:
         raw = yaml.safe_load(Path(path).read_text())
         if not isinstance(raw, dict) or raw.get("version") != PROFILE_VERSION:
             raise ValueError(f"{path}: not an edge-ser device profile (version {PROFILE_VERSION})")

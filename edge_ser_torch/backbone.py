@@ -75,7 +75,7 @@ class Backbone(nn.Module):
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Number of encoder frames for each clip length in samples (the CNN's arithmetic)."""
         lengths = sample_lengths
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride, strict=True):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
         return lengths
 

@@ -73,7 +73,7 @@ def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print, pro
             s_hidden = s_bb.run_layers(s_bb.embed(waves, lengths), 0, STUDENT_LAYERS, mask)
             weight = mask[..., None].float()
             loss = waves.new_zeros(())
-            for head, target in zip(heads, wanted):
+            for head, target in zip(heads, wanted, strict=True):
                 pred = head(s_hidden)
                 l1 = ((pred - target).abs() * weight).sum() / (weight.sum() * target.shape[-1])
                 cos = (F.logsigmoid(F.cosine_similarity(pred, target, dim=-1)) * mask).sum() / mask.sum()

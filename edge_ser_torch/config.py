@@ -76,11 +76,11 @@ class ExperimentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
         return _build(cls, raw or {}, "config")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         with open(path) as f:
             config = cls.from_dict(yaml.safe_load(f))
         # Relative paths in a YAML file are relative to that file, not to the caller's cwd.

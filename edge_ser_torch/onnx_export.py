@@ -214,7 +214,7 @@ def exit_costs(manifest: Manifest, adaptive: bool = True) -> list[float]:
 def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[str, float]:
     from edge_ser.policy import uar
 
-    return {str(e.layer): uar(truth, p.argmax(axis=1)) for e, p in zip(manifest.exits, probabilities)}
+    return {str(e.layer): uar(truth, p.argmax(axis=1)) for e, p in zip(manifest.exits, probabilities, strict=True)}
 
 
 def export_model(

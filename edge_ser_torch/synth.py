@@ -156,11 +156,12 @@ def difficulty_settings(difficulty: float, spec: CorpusSpec) -> tuple[float, flo
     return seconds, snr_db, overlap
 
 
-def generate_corpus(out_dir: str | Path, spec: CorpusSpec = CorpusSpec(), progress: bool = True) -> Path:
+def generate_corpus(out_dir: str | Path, spec: CorpusSpec | None = None, progress: bool = True) -> Path:
     """Write wavs and manifest.csv (path,label,speaker,split,difficulty) under out_dir; returns the CSV path.
 
     Speakers are assigned whole to train, dev or test: the splits are speaker-independent.
     """
+    spec = spec or CorpusSpec()
     if spec.dev_speakers + spec.test_speakers >= spec.speakers:
         raise ValueError("need at least one training speaker beside the dev and test speakers")
     out = Path(out_dir)

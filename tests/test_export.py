@@ -76,6 +76,15 @@ def test_runtime_refuses_paths_outside_the_directory(tiny_export, tmp_path):
         load_manifest(model)
 
 
+def test_runtime_refuses_heads_that_do_not_match_the_labels(tiny_export, tmp_path):
+    model = _copy(tiny_export, tmp_path / "m")
+    raw = yaml.safe_load((model / "manifest.yaml").read_text())
+    raw["labels"] = raw["labels"][:-1]  # every answer would otherwise be mislabelled
+    (model / "manifest.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="head scores 3 classes but the manifest lists 2 labels"):
+        Classifier(model, shared_pool=False).classify(np.zeros(16000, np.float32) + 0.1, 16000, exit=1)
+
+
 def test_manifest_errors_are_one_line(tmp_path):
     with pytest.raises(ManifestError, match="no manifest.yaml"):
         load_manifest(tmp_path)

@@ -38,11 +38,11 @@ def test_similarities_match_hand_computation():
 def test_kl_is_teacher_to_student():
     teacher, student = [2.0, 0.0, -1.0], [0.0, 1.0, 0.0]
     p, q = _softmax(teacher), _softmax(student)
-    expected = sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+    expected = sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True))
     got = kl_teacher_student(torch.tensor([teacher]), torch.tensor([student])).item()
     assert got == pytest.approx(expected, rel=1e-5)
     # and not the reverse direction, which differs for these distributions
-    reverse = sum(qi * (math.log(qi) - math.log(pi)) for pi, qi in zip(p, q))
+    reverse = sum(qi * (math.log(qi) - math.log(pi)) for pi, qi in zip(p, q, strict=True))
     assert abs(got - reverse) > 1e-3
 
 
@@ -63,7 +63,7 @@ def test_total_loss_combines_terms_with_weights(level):
     ce = _ce([1.0, 0.0, -1.0], 0) + 0.3 * (_ce([0.0, 1.0, 0.0], 0) + _ce([0.5, 0.5, 0.0], 0)) / 2
     p = _softmax([1.0, 0.0, -1.0])
     kl = sum(
-        sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, _softmax(s))) for s in ([0.0, 1.0, 0.0], [0.5, 0.5, 0.0])
+        sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, _softmax(s), strict=True)) for s in ([0.0, 1.0, 0.0], [0.5, 0.5, 0.0])
     ) / 2
     if level == "embedding":
         sim = ((1 + 0) / 2 + (1 + 0) / 2) / 2

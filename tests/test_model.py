@@ -95,7 +95,7 @@ def test_loads_a_local_hugging_face_checkpoint_directory(family, tmp_path):
     source.save_pretrained(tmp_path / "ckpt")
     model = SelfDistilledSER(ModelConfig(base=str(tmp_path / "ckpt"), exit_layers=[1]), 3).eval()
     assert model.backbone.family == family
-    for (name, a), (_, b) in zip(source.state_dict().items(), model.backbone.hf.state_dict().items()):
+    for (name, a), (_, b) in zip(source.state_dict().items(), model.backbone.hf.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_encoder(tmp_path / "missing")

@@ -124,7 +124,7 @@ def test_concurrent_calls_give_the_same_answers(tiny_export):
         t.start()
     for t in threads:
         t.join()
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         assert a == pytest.approx(b, abs=1e-6)
 
 
