@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Rebuild models/demo from nothing: synthetic corpus -> train -> export (fp32 + int8, verified) -> samples.
-# About 20 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
-# A device profile is per machine: run `edge-ser calibrate models/demo` on the device itself.
+# Rebuild models/demo from nothing: synthetic corpus -> train -> export (fp32 + int8, verified) -> samples
+# -> calibrate. About 20 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
+# The device profile it writes (models/demo/profile.yaml) is this machine's and is not committed:
+# run `edge-ser calibrate models/demo` again on the device that will classify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,4 @@ for tag, r in (("easy", easy), ("hard", hard)):
     print(f"{target}: {r['label']}, difficulty {float(r['difficulty']):.2f}, speaker {r['speaker']} (test split)")
 PY
 edge-ser info models/demo
+edge-ser calibrate models/demo
