@@ -52,7 +52,9 @@ def main() -> None:
             rows.append((mode, seconds, r.exit_layer, r.latency_ms, r.budget_met, r.stopped_by, budget, deepest,
                          predicted[r.exit_layer]))
 
-    summary = {"clips": args.clips, "precision": args.precision, "repeats": args.repeats}
+    summary = {"clips": args.clips, "precision": args.precision, "repeats": args.repeats,
+               "fit_error": {name: cost.fit_error for name, cost in c.profile.segments.items()},
+               "high_ratio": {name: cost.high_ratio for name, cost in c.profile.segments.items()}}
     print("| mode | budget met | chose the deepest exit that fits | exits used (" + "/".join(map(str, layers))
           + ") | median ms / budget | worst ms / budget |")
     print("|---|---:|---:|---|---:|---:|")
