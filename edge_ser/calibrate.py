@@ -8,7 +8,6 @@ opened and first run (onnxruntime allocates its arena on first use).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -88,7 +87,3 @@ def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 
         row = "".join(f"{cost.predict_ms(s, high=False):>12.2f}" for s in seconds)
         lines.append(f"{name:<16}{row}{100 * cost.fit_error:>8.1f}%{cost.high_ratio:>8.2f}{cost.memory_mb:>8.1f}")
     return "\n".join(lines)
-
-
-def default_profile_path(model_dir: Path) -> Path:
-    return Path(model_dir) / "profile.yaml"

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive stop rule (default: the model's, max_prob)")
     c.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
                    help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
-    c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml if present)")
+    c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
+                   "MODEL/profile.PRECISION.yaml for the others, if present)")
     c.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
     c.add_argument("--window", type=_typed(parse_seconds), default=10.0, metavar="TIME",
                    help="longer audio is classified in windows of this length (default 10s)")
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "latency = a + b*s + c*s^2 per segment (the fit error is printed), record the memory each "
                        "segment adds, and write a YAML profile that classify uses to plan budgets.")
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
-    k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml)")
+    k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml for fp32, "
+                   "MODEL/profile.PRECISION.yaml for the others)")
     k.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
                    help="the variant to time; calibrate each precision you will run (default fp32)")
     k.add_argument("--threads", type=int, default=0, help="onnxruntime threads, as classify will use them "
@@ -161,8 +163,9 @@ def _default_profile(args) -> Path | None:
             raise CliError(f"{args.profile}: no such device profile")
         return args.profile
     from .classifier import DEFAULT_MODEL
+    from .profile import default_profile_path
 
-    candidate = (args.model or DEFAULT_MODEL) / "profile.yaml"
+    candidate = default_profile_path(args.model or DEFAULT_MODEL, args.precision)
     return candidate if candidate.is_file() else None
 
 
@@ -253,8 +256,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate_profile, default_profile_path, describe_profile
+    from .calibrate import calibrate_profile, describe_profile
     from .classifier import DEFAULT_MODEL, Classifier
+    from .profile import default_profile_path
 
     directory = args.model or DEFAULT_MODEL
     try:
@@ -268,7 +272,7 @@ def cmd_calibrate(args) -> int:
 
     profile = calibrate_profile(classifier, seconds, args.repeats, progress=progress)
     print(file=sys.stderr)
-    out = args.out or default_profile_path(directory)
+    out = args.out or default_profile_path(directory, args.precision)
     profile.save(out)
     print(describe_profile(profile))
     print(f"wrote {out}")

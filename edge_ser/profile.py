@@ -45,6 +45,13 @@ class DeviceProfile:
     def predict_ms(self, name: str, seconds: float, high: bool = True) -> float:
         return self.segments[name].predict_ms(seconds, high)
 
+    def check_fits(self, model: str, precision: str) -> None:
+        """A profile times one model at one precision: planning another from it would mis-predict every budget
+        (an int8 profile would make fp32 runs miss theirs)."""
+        if self.model != model or self.precision != precision:
+            raise ValueError(f"device profile is for model {self.model!r} at {self.precision}, not {model!r} at "
+                             f"{precision}: run edge-ser calibrate --precision {precision}")
+
     def save(self, path: str | Path) -> Path:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
         return Path(path)
@@ -92,3 +99,8 @@ class OnlineEstimate:
     def predict_ms(self, name: str, seconds: float) -> float | None:
         rate = self.rate.get(name)
         return None if rate is None else rate * seconds
+
+
+def default_profile_path(model_dir: str | Path, precision: str = "fp32") -> Path:
+    """MODEL/profile.yaml for fp32, MODEL/profile.<precision>.yaml for the others: one profile per precision."""
+    return Path(model_dir) / ("profile.yaml" if precision == "fp32" else f"profile.{precision}.yaml")

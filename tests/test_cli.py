@@ -92,6 +92,10 @@ def test_info_and_calibrate(tiny_export, tmp_path):
     profile = DeviceProfile.load(out)
     assert set(profile.segments) == {"encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"}
     assert all(c.predict_ms(1.0, high=False) > 0 for c in profile.segments.values())
+    clip = write_tone(tmp_path / "a.wav")
+    r = run("classify", clip, "--model", tiny_export, "--profile", out, "--precision", "int8", "--budget", "50ms")
+    assert r.returncode == 2 and "device profile is for model" in r.stderr and "at fp32, not" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_training_commands_explain_the_extra_when_torch_is_missing():

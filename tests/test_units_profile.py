@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edge_ser.profile import DeviceProfile, SegmentCost, fit_cost
+from edge_ser.profile import DeviceProfile, SegmentCost, default_profile_path, fit_cost
 from edge_ser.units import parse_duration_ms, parse_seconds, parse_size_mb
 
 
@@ -42,6 +42,16 @@ def test_profile_rejects_other_files(tmp_path):
     (tmp_path / "x.yaml").write_text("a: 1\n")
     with pytest.raises(ValueError, match="not an edge-ser device profile"):
         DeviceProfile.load(tmp_path / "x.yaml")
+
+
+def test_a_profile_plans_only_its_own_model_and_precision(tmp_path):
+    profile = DeviceProfile(model="demo", precision="int8", threads=2)
+    profile.check_fits("demo", "int8")
+    for model, precision in (("demo", "fp32"), ("other", "int8")):
+        with pytest.raises(ValueError, match="device profile is for model 'demo' at int8"):
+            profile.check_fits(model, precision)
+    assert default_profile_path(tmp_path) == tmp_path / "profile.yaml"
+    assert default_profile_path(tmp_path, "int8-blocks") == tmp_path / "profile.int8-blocks.yaml"
 
 
 def test_segment_cost_never_negative():
