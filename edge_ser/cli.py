@@ -285,9 +285,7 @@ DEVICE_COMMANDS = {"classify": cmd_classify, "info": cmd_info, "calibrate": cmd_
 
 
 def _torch_command(name: str):
-    try:
-        import torch  # noqa: F401
-
+    try:  # commands imports torch first: without the train extra this fails here, naming the missing package
         from edge_ser_torch import commands
     except ImportError as err:
         raise CliError(f"'edge-ser {name}' needs the training extra ({err.name} is missing): {TRAIN_EXTRA}") from None

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch  # noqa: F401  (first of the train extra: `edge-ser train` without it fails here, naming torch)
 
 from .config import ExperimentConfig, ModelConfig
 from .data import Clip, read_manifest
