@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .manifest import RUN_PRECISIONS
 from .units import parse_duration_ms, parse_seconds, parse_size_mb
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run to exit layer N, or 'auto' for adaptive early exit (default)")
     c.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
                    help="adaptive stop rule (default: the model's, max_prob)")
-    c.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
+    c.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
                    help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
     c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others, if present)")
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others)")
-    k.add_argument("--precision", choices=["fp32", "int8", "int8-blocks"], default="fp32",
+    k.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
                    help="the variant to time; calibrate each precision you will run (default fp32)")
     k.add_argument("--threads", type=int, default=0, help="onnxruntime threads, as classify will use them "
                    "(default: one per core)")
