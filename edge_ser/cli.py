@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stage", choices=["both", "select", "final"], default="both",
                    help="select: train -> pick the epoch on dev; final: train+dev -> test; both (default)")
     t.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+    t.add_argument("--device", help="override the config's train.device (cpu, cuda, cuda:1, ...)")
 
     e = sub.add_parser("evaluate", help="[train extra] UAR per exit, fusion and confusion of a checkpoint")
     e.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by train")
@@ -129,13 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("corpus", help="[train extra] write the synthetic style corpus (not emotions)")
     g.add_argument("out", type=Path, help="folder to write wav/ and manifest.csv into")
-    g.add_argument("--speakers", type=int, default=16, help="synthetic speakers (2 dev, 2 test, the rest train)")
-    g.add_argument("--clips-per-style", type=int, default=16, help="per speaker")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--speakers", type=int, help="synthetic speakers (default 24)")
+    g.add_argument("--dev-speakers", type=int, help="of those, held out for dev (default 4)")
+    g.add_argument("--test-speakers", type=int, help="of those, held out for test (default 4)")
+    g.add_argument("--clips-per-style", type=int, help="per speaker and style (default 32)")
+    g.add_argument("--effort", type=float,
+                   help="dB/octave of tilt and dB of level per semitone of pitch movement (default 0.6; "
+                        "0: pitch direction in F0 alone)")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU; same corpus for any)")
+    g.add_argument("--seed", type=int, help="fixes the corpus (default 0)")
 
     b = sub.add_parser("baselines", help="[train extra] the paper's Table 2: baselines and exits, markdown + JSON")
     b.add_argument("config", type=Path, help="experiment YAML; every row uses its data and training settings")
     b.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+    b.add_argument("--device", help="override the config's train.device (cpu, cuda, cuda:1, ...)")
     b.add_argument("--layers", default=None, help="layers for the truncation and single-exit sweeps (default all)")
     b.add_argument("--skip", default="", help="comma-separated: truncated,distill,single_exit,self_distilled")
     return parser
@@ -212,6 +220,7 @@ def cmd_classify(args) -> int:
             for w, window in enumerate(result.windows):
                 bar.write(f"{'  window ' + str(w + 1):<28} {_format_row(window)}")
     if not args.json and classifier.manifest.provenance.get("synthetic"):
+        sys.stdout.flush()  # keep the note after the table when both streams go to one pipe
         print("note: the demo model tells apart synthetic speech styles, not real emotions", file=sys.stderr)
     if failures:
         print(f"edge-ser: {failures} of {len(files)} file(s) failed", file=sys.stderr)

@@ -24,7 +24,10 @@ SYNTHETIC_NOTE = "a demo of the pipeline on synthetic speech styles; it does not
 def cmd_corpus(args) -> int:
     from .synth import CorpusSpec, generate_corpus
 
-    manifest = generate_corpus(args.out, CorpusSpec(speakers=args.speakers, clips_per_style=args.clips_per_style, seed=args.seed))
+    given = {name: getattr(args, name) for name in ("speakers", "dev_speakers", "test_speakers", "clips_per_style",
+                                                      "effort", "seed")}
+    spec = CorpusSpec(**{name: value for name, value in given.items() if value is not None})  # the rest: defaults
+    manifest = generate_corpus(args.out, spec, workers=args.workers)
     print(f"wrote {manifest} (synthetic speech styles, not emotions)")
     return 0
 
@@ -33,6 +36,8 @@ def _load_config(args) -> ExperimentConfig:
     config = ExperimentConfig.from_yaml(args.config)
     if args.out_dir:
         config.out_dir = str(args.out_dir)
+    if args.device:
+        config.train.device = args.device
     return config
 
 
@@ -66,6 +71,11 @@ def cmd_evaluate(args) -> int:
     for layer, scores in evaluation.exits.items():
         print(f"exit {layer:>3}: UAR {100 * scores.uar:5.1f}%  accuracy {100 * scores.accuracy:5.1f}%")
     print(f"fusion  : UAR {100 * evaluation.fusion.uar:5.1f}%")
+    gain = evaluation.depth_gain()
+    if gain is not None:
+        shallow, deep = min(evaluation.exits), max(evaluation.exits)
+        print(f"exit {deep} - exit {shallow}: {100 * gain[0]:+.1f} UAR points "
+              f"(95% CI {100 * gain[1]:+.1f} to {100 * gain[2]:+.1f}, paired bootstrap over clips)")
     out = args.out or Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out}")
@@ -91,7 +101,7 @@ def cmd_export(args) -> int:
         model, config, labels, state = load_checkpoint(args.checkpoint)
         provenance |= {"checkpoint": str(args.checkpoint), "base": config.model.base or f"random {config.model.family}",
                        "data": os.path.relpath(os.path.normpath(config.data.manifest or config.data.demos_dir)),
-                       "trained_epochs": state.get("epoch")}
+                       "trained_epochs": state.get("epoch"), "trained_on": state.get("trained_on", "unknown")}
         corpus = args.manifest or config.data.manifest
         sample_rate, normalize = config.data.sample_rate, config.data.normalize
     else:

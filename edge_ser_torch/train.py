@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,13 @@ def build_model(config: ExperimentConfig, num_classes: int, encoder_factory=None
     return SelfDistilledSER(config.model, num_classes, encoder=encoder_factory() if encoder_factory else None)
 
 
+def device_name(device: torch.device) -> str:
+    """What trained a checkpoint, for its provenance: the GPU's name, or the CPU's architecture."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
 def save_checkpoint(path: Path, model: SelfDistilledSER, config: ExperimentConfig, labels: list[str], **extra) -> None:
     """Everything needed to rebuild the model without the base checkpoint: its HF config and all weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +75,7 @@ def save_checkpoint(path: Path, model: SelfDistilledSER, config: ExperimentConfi
         "hf_config": model.backbone.config.to_dict(),
         "labels": labels,
         "model": model.state_dict(),
+        "trained_on": device_name(next(model.parameters()).device),
     } | extra
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from edge_ser_torch.data import ClipDataset, collate, read_demos, read_manifest
-from edge_ser_torch.synth import LABELS, CorpusSpec, generate_corpus
+from edge_ser_torch.synth import LABELS, CorpusSpec, Style, generate_corpus, make_speakers, synthesize
 
 from conftest import write_tone
 
@@ -86,3 +86,26 @@ def test_synthetic_corpus_is_speaker_independent_and_graded(tmp_path):
     b, _ = sf.read(again / rows[0]["path"])
     assert np.array_equal(a, b)  # the seed fixes the corpus
     assert "not emotions" in (tmp_path / "README.txt").read_text()
+
+
+def test_synthetic_corpus_does_not_depend_on_the_worker_count(tmp_path):
+    spec = CorpusSpec(speakers=3, clips_per_style=1, dev_speakers=1, test_speakers=1, max_seconds=1.6)
+    one = generate_corpus(tmp_path / "one", spec, progress=False, workers=1)
+    two = generate_corpus(tmp_path / "two", spec, progress=False, workers=2)
+    assert one.read_text() == two.read_text()
+    for row in csv.DictReader(open(one)):
+        assert (one.parent / row["path"]).read_bytes() == (two.parent / row["path"]).read_bytes()
+
+
+def test_vocal_effort_follows_pitch():
+    """With effort, a clip whose pitch drifts up gets louder towards its end; without it, it does not."""
+    rising = Style(pitch=0, contour=0, drift=8, tempo=4, loudness=0, tilt=-9, breath=0.05, jitter=0.0)
+    speaker = make_speakers(1, np.random.default_rng(0))[0]
+
+    def end_over_start_db(effort: float) -> float:
+        audio = synthesize(rising, speaker, 3.0, 60.0, np.random.default_rng(1), effort=effort)
+        third = audio.size // 3
+        return 10 * np.log10(np.mean(audio[-third:] ** 2) / np.mean(audio[:third] ** 2))
+
+    plain, pushed = end_over_start_db(0.0), end_over_start_db(0.6)
+    assert pushed - plain > 2.0  # 0.6 dB per semitone over ~5 semitones between the thirds, plus brightness
