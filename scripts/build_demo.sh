@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Rebuild models/demo from nothing: synthetic corpus -> train -> export (fp32 + int8, verified) -> samples
-# -> calibrate. About 20 minutes on a 2-core x86 VM. Needs the train extra: pip install -e '.[train]'.
+# -> calibrate. Needs the train extra: pip install -e '.[train]'. Training is the long part: about 4 minutes
+# on one H200 (DEVICE=cuda), roughly an hour on a 2-core x86 VM (the default, DEVICE=cpu). The shipped
+# model's two training stages ran on an H200 (benchmarks/sweep_depth.py, cell effort-24spk-2x/two-stage);
+# its export, samples and calibration ran here, on CPU.
 # The device profile it writes (models/demo/profile.yaml) is this machine's and is not committed:
 # run `edge-ser calibrate models/demo` again on the device that will classify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-edge-ser corpus data/corpus --speakers 16 --clips-per-style 16 --seed 0
+DEVICE=${DEVICE:-cpu}
+edge-ser corpus data/corpus   # 24 speakers (16 train, 4 dev, 4 test) x 5 styles x 32 clips, seed 0
 # Stage 1: the encoder alone, saved as a Hugging Face checkpoint directory (stands in for pretraining).
-edge-ser train configs/demo-pretrain.yaml --stage select
+edge-ser train configs/demo-pretrain.yaml --stage select --device "$DEVICE"
 python -c "from edge_ser_torch.train import load_checkpoint
 model, *_ = load_checkpoint('runs/demo-pretrain/select/best.pt')
 model.backbone.hf.save_pretrained('runs/demo-pretrain/encoder')"
 # Stage 2: self-distillation with exits 3, 8, 10 from that checkpoint; select on dev.
-edge-ser train configs/demo.yaml --stage select
+edge-ser train configs/demo.yaml --stage select --device "$DEVICE"
 rm -rf models/demo
 edge-ser export runs/demo/select/best.pt --out models/demo --name demo
 
