@@ -39,6 +39,8 @@ def test_protocol_writes_metrics_checkpoints_and_evaluations(corpus, tmp_path):
     assert sum(map(sum, evaluation["exits"]["2"]["confusion"])) == 10  # 1 test speaker x 5 styles x 2 clips
     model, loaded_config, labels, state = load_checkpoint(run / "select" / "best.pt")
     assert loaded_config.model.exit_layers == [1] and len(labels) == 5 and state["epoch"] == summary["best_epoch"]
+    assert state["trained_on"].startswith("CPU (")  # provenance that export copies into the manifest
+    assert set(evaluation["deepest_minus_shallowest"]) == {"uar", "ci95"}
     assert summary["path_parameters"]["2"] > summary["path_parameters"]["1"]
 
 
@@ -101,3 +103,15 @@ def test_distributed_training_with_torchrun_on_cpu(corpus, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((config.run_dir / "summary.json").read_text())
     assert (config.run_dir / "final" / "final.pt").exists() and summary["final_epochs"] == summary["best_epoch"]
+
+
+def test_command_line_overrides_device_and_out_dir(tmp_path):
+    from argparse import Namespace
+
+    from edge_ser_torch.commands import _load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain: {device: cuda}\n")
+    config = _load_config(Namespace(config=path, out_dir=tmp_path / "runs", device="cpu"))
+    assert config.train.device == "cpu" and config.out_dir == str(tmp_path / "runs")
+    assert _load_config(Namespace(config=path, out_dir=None, device=None)).train.device == "cuda"
