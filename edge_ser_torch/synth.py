@@ -168,6 +168,14 @@ class CorpusSpec:
     effort: float = 0.6  # vocal effort follows pitch (see synthesize); 0 = direction in F0 alone
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.clips_per_style < 1 or self.dev_speakers < 1 or self.test_speakers < 1:
+            raise ValueError("need at least one clip per style and one dev and one test speaker")
+        if self.dev_speakers + self.test_speakers >= self.speakers:
+            raise ValueError("need at least one training speaker beside the dev and test speakers")
+        if not 0 < self.min_seconds <= self.max_seconds:
+            raise ValueError("clip lengths need 0 < min_seconds <= max_seconds")
+
 
 def difficulty_settings(difficulty: float, spec: CorpusSpec) -> tuple[float, float, float]:
     """(seconds, snr_db, share of another style) for a difficulty in [0, 1]."""
@@ -207,8 +215,6 @@ def generate_corpus(
     of worker processes (default: one per CPU).
     """
     spec = spec or CorpusSpec()
-    if spec.dev_speakers + spec.test_speakers >= spec.speakers:
-        raise ValueError("need at least one training speaker beside the dev and test speakers")
     out = Path(out_dir)
     (out / "wav").mkdir(parents=True, exist_ok=True)
     speakers = make_speakers(spec.speakers, np.random.default_rng(spec.seed))

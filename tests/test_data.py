@@ -109,3 +109,9 @@ def test_vocal_effort_follows_pitch():
 
     plain, pushed = end_over_start_db(0.0), end_over_start_db(0.6)
     assert pushed - plain > 2.0  # 0.6 dB per semitone over ~5 semitones between the thirds, plus brightness
+
+
+@pytest.mark.parametrize("bad", [{"clips_per_style": 0}, {"speakers": 8}, {"test_speakers": 0}, {"min_seconds": 4.0}])
+def test_corpus_spec_refuses_a_corpus_that_could_not_train(bad):
+    with pytest.raises(ValueError):
+        CorpusSpec(**bad)
