@@ -8,9 +8,11 @@ voice quality. As in real voices, vocal effort follows pitch (`effort`): a risin
 contour also gets brighter and louder. Without that coupling the two mirror-image
 styles (high-rising, high-falling) differ in the direction of F0 alone, which a
 small encoder trained from scratch never learnt (both at chance at every exit,
-even on training clips; see the README). It exists so that training, export and the runtime can be tested
-end to end without a downloadable corpus, and so that the demo model has
-something to recognise.
+even on training clips; see the README).
+
+It exists so that training, export and the runtime can be tested end to end
+without a downloadable corpus, and so that the demo model has something to
+recognise.
 
 Difficulty is graded per clip (0 = easy, 1 = hard): harder clips are noisier,
 shorter (down to 1.5 s), down to 6 dB SNR, and borrow up to 35% of another style's
