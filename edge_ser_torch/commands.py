@@ -71,11 +71,11 @@ def cmd_evaluate(args) -> int:
     for layer, scores in evaluation.exits.items():
         print(f"exit {layer:>3}: UAR {100 * scores.uar:5.1f}%  accuracy {100 * scores.accuracy:5.1f}%")
     print(f"fusion  : UAR {100 * evaluation.fusion.uar:5.1f}%")
-    gain = evaluation.depth_gain()
+    gain = summary["deepest_minus_shallowest"]
     if gain is not None:
-        shallow, deep = min(evaluation.exits), max(evaluation.exits)
-        print(f"exit {deep} - exit {shallow}: {100 * gain[0]:+.1f} UAR points "
-              f"(95% CI {100 * gain[1]:+.1f} to {100 * gain[2]:+.1f}, paired bootstrap over clips)")
+        low, high = gain["ci95"]
+        print(f"exit {max(evaluation.exits)} - exit {min(evaluation.exits)}: {100 * gain['uar']:+.1f} UAR points "
+              f"(95% CI {100 * low:+.1f} to {100 * high:+.1f}, paired bootstrap over clips)")
     out = args.out or Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out}")

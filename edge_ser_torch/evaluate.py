@@ -64,22 +64,28 @@ class Evaluation:
     probabilities: dict[int, np.ndarray]  # exit layer -> (clips, classes), kept for threshold calibration
     truth: np.ndarray
 
-    def depth_gain(self) -> tuple[float, float, float] | None:
+    def uar_per_exit(self) -> dict[str, float]:
+        """UAR by exit layer (as a string key) and of the fusion: what training logs every epoch."""
+        return {str(k): v.uar for k, v in self.exits.items()} | {"fusion": self.fusion.uar}
+
+    def depth_gain(self) -> dict | None:
         """Deepest exit's UAR minus the shallowest's, with a paired 95% bootstrap interval (None: one exit)."""
         if len(self.exits) < 2:
             return None
         shallow, deep = min(self.probabilities), max(self.probabilities)
-        n = len(self.labels)
-        return paired_bootstrap(self.truth, self.probabilities[shallow].argmax(1), self.probabilities[deep].argmax(1), n)
+        gain, low, high = paired_bootstrap(
+            self.truth, self.probabilities[shallow].argmax(1), self.probabilities[deep].argmax(1), len(self.labels)
+        )
+        return {"uar": gain, "ci95": [low, high]}
 
     def summary(self) -> dict:
-        gain = self.depth_gain()
+        """Everything eval_<split>.json holds; computes the bootstrap, so call it once per evaluation."""
         return {
             "labels": self.labels,
-            "uar": {str(k): v.uar for k, v in self.exits.items()} | {"fusion": self.fusion.uar},
+            "uar": self.uar_per_exit(),
             "exits": {str(k): asdict(v) for k, v in self.exits.items()},
             "fusion": asdict(self.fusion),
-            "deepest_minus_shallowest": None if gain is None else {"uar": gain[0], "ci95": [gain[1], gain[2]]},
+            "deepest_minus_shallowest": self.depth_gain(),
         }
 
 

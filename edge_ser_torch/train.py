@@ -187,7 +187,7 @@ def train_stage(
         if rank == 0:
             if select:
                 evaluation = evaluate_model(model, eval_set, labels, device=str(device))
-                record[f"{eval_split}_uar"] = evaluation.summary()["uar"]
+                record[f"{eval_split}_uar"] = evaluation.uar_per_exit()
                 teacher_uar = evaluation.exits[model.teacher_layer].uar
                 if select and teacher_uar > best_uar:
                     best_uar, best_epoch = teacher_uar, epoch + 1
@@ -233,12 +233,12 @@ def run_experiment(config: ExperimentConfig, stages: str = "both", progress: boo
     epochs = config.train.epochs
     if stages in ("both", "select"):
         chosen = train_stage(config, clips, labels, "select", ("train",), "dev", epochs, progress, encoder_factory)
-        summary |= {"best_epoch": chosen.best_epoch, "dev": chosen.evaluation.summary()["uar"] if chosen.evaluation else None}
+        summary |= {"best_epoch": chosen.best_epoch, "dev": chosen.evaluation.uar_per_exit() if chosen.evaluation else None}
         summary["select_checkpoint"] = str(chosen.checkpoint)
         epochs = chosen.best_epoch
     if stages in ("both", "final"):
         final = train_stage(config, clips, labels, "final", ("train", "dev"), "test", epochs, progress, encoder_factory)
-        summary |= {"final_epochs": epochs, "test": final.evaluation.summary()["uar"] if final.evaluation else None}
+        summary |= {"final_epochs": epochs, "test": final.evaluation.uar_per_exit() if final.evaluation else None}
         summary["final_checkpoint"] = str(final.checkpoint)
     model = build_model(config, len(labels), encoder_factory)
     summary["path_parameters"] = {str(k): v for k, v in model.path_parameters().items()}
