@@ -5,10 +5,16 @@ resample) and never imports torch, transformers or onnx.
 
     from edge_ser import Classifier
     result = Classifier("models/demo").classify("clip.wav", budget_ms=50)
+
+    stream = Classifier("models/demo").stream(sample_rate=16000, budget_ms=50)
+    for result in stream.accept(chunk):   # any size; results of utterances that ended in it
+        ...
 """
-from .audio import AudioError
-from .classifier import BudgetError, Classifier, Plan, Result
-from .manifest import ManifestError
+from .classifier import Classifier, Plan, Result
+from .endpoint import EndpointOptions
+from .errors import AudioError, BudgetError, EdgeSerError, ManifestError, StreamError
+from .stream import Stream
 
 __version__ = "0.1.0"
-__all__ = ["AudioError", "BudgetError", "Classifier", "ManifestError", "Plan", "Result", "__version__"]
+__all__ = ["AudioError", "BudgetError", "Classifier", "EdgeSerError", "EndpointOptions", "ManifestError", "Plan",
+           "Result", "Stream", "StreamError", "__version__"]

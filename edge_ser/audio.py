@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import soundfile as sf
 
+from .errors import AudioError
 
-class AudioError(ValueError):
-    """The audio cannot be used: one line that says why."""
 
 
 def decode(path: str | Path, sample_rate: int) -> np.ndarray:

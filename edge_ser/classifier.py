@@ -18,16 +18,19 @@ from collections.abc import Iterator
 import numpy as np
 
 from .audio import AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows
+from .endpoint import DEFAULT_ENDPOINT, EndpointOptions
 from .engine import Engine
+from .errors import BudgetError
 from .manifest import Exit, Manifest, Segment, load_manifest
 from .policy import StopRule, softmax
 from .profile import DeviceProfile, OnlineEstimate
+from .stream import Stream
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 
-class BudgetError(RuntimeError):
-    """--strict and not even the first exit fits the budget."""
+
+STREAM_FIELDS = ("start", "end", "ended_by", "endpoint_delay_ms")
 
 
 @dataclass
@@ -47,9 +50,16 @@ class Result:
     windows: list[Result] = field(default_factory=list)  # long audio: one result per window
     source: str | None = None
     warning: str | None = None  # e.g. the budget could not be planned for: answered from the first exit
+    # Streams only (Classifier.stream): where the utterance lies in the stream, in seconds, and how it ended
+    # (silence | max_length | marked); endpoint_delay_ms is the audio heard after its end before the end was
+    # decided (the endpointer's min_silence wait), which latency_ms does not include.
+    start: float | None = None
+    end: float | None = None
+    ended_by: str | None = None
+    endpoint_delay_ms: float | None = None
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "windows"}
+        data = {k: v for k, v in self.__dict__.items() if k != "windows" and (v is not None or k not in STREAM_FIELDS)}
         if self.windows:
             data["windows"] = [w.to_dict() for w in self.windows]
         return data
@@ -104,9 +114,10 @@ class Classifier:
 
     # ---- planning -------------------------------------------------------------------------
 
-    def _segments_between(self, previous: Exit | None, exit_: Exit) -> list[Segment]:
+    def _segments_between(self, previous: Exit | None, exit_: Exit, done: int = 0) -> list[Segment]:
+        """Chain segments from after `previous` up to `exit_`, less the first `done` of the chain (already run)."""
         chain = self.manifest.chain_to(exit_)
-        return chain[len(self.manifest.chain_to(previous)) :] if previous else chain
+        return chain[max(done, len(self.manifest.chain_to(previous)) if previous else 0) :]
 
     def _predict(self, segment: Segment, seconds: float) -> float | None:
         if self.profile is not None and segment.name in self.profile.segments:
@@ -131,9 +142,13 @@ class Classifier:
         return sum(s.file_for(self.engine.precision).bytes for s in parts) / 2**20
 
     def plan(
-        self, seconds: float, budget_ms: float | None = None, memory_mb: float | None = None, exit: int | str | None = None
+        self, seconds: float, budget_ms: float | None = None, memory_mb: float | None = None,
+        exit: int | str | None = None, *, done: int = 0,
     ) -> Plan:
-        """Deepest exit that fits the budgets, for a clip of `seconds`."""
+        """Deepest exit that fits the budgets, for a clip of `seconds`.
+
+        done: chain segments already run (a stream has run the encoder while audio arrived): not counted.
+        """
         exits = self.manifest.exits
         adaptive = exit in (None, "auto") and self.stop_rule is not None
         if exit not in (None, "auto"):
@@ -141,12 +156,12 @@ class Classifier:
         predicted: dict[int, float] = {}
         estimated = self.profile is None
         total = 0.0
-        if self.profile is not None and self.profile.preprocess is not None:
+        if self.profile is not None and self.profile.preprocess is not None and done == 0:
             total += self.profile.preprocess.predict_ms(seconds)
         heads_so_far = 0.0
         previous = None
         for e in exits:
-            for seg in self._segments_between(previous, e):
+            for seg in self._segments_between(previous, e, done):
                 ms = self._predict(seg, seconds)
                 total += ms if ms is not None else math.nan
             head = self._predict(e.head, seconds) or 0.0
@@ -264,11 +279,55 @@ class Classifier:
         ran.append(segment.name)
         return out
 
+    def preprocess(self, samples: np.ndarray) -> np.ndarray:
+        """Mono samples at the model's rate -> the encoder's input (1, S), as in training."""
+        value = normalize(samples) if self.manifest.normalize else samples
+        return np.ascontiguousarray(value, dtype=np.float32)[None, :]
+
     def _classify_samples(self, samples, budget_ms, memory_mb, exit, strict) -> Result:
-        rate = self.manifest.sample_rate
-        seconds = samples.size / rate
         start = time.perf_counter()
-        plan = self.plan(seconds, budget_ms, memory_mb, exit)
+        return self.run_from(self.preprocess(samples), samples.size / self.manifest.sample_rate, done=0, started=start,
+                             budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict)
+
+    def stream(
+        self,
+        sample_rate: int,
+        *,
+        budget_ms: float | None = None,
+        memory_mb: float | None = None,
+        exit: int | str | None = None,
+        strict: bool = False,
+        endpoint: EndpointOptions | None = DEFAULT_ENDPOINT,
+        incremental: bool | None = None,
+    ) -> Stream:
+        """A live stream at `sample_rate` (see edge_ser.stream): accept(chunk) -> results of utterances that ended.
+
+        endpoint: the energy endpointer's settings, or None when the app marks every utterance's end itself.
+        incremental: run the encoder as audio arrives; default: where the manifest says it streams exactly.
+        """
+        return Stream(self, sample_rate, budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict,
+                      endpoint=endpoint, incremental=incremental)
+
+    def run_from(
+        self,
+        value: np.ndarray,
+        seconds: float,
+        *,
+        done: int = 0,
+        budget_ms: float | None = None,
+        memory_mb: float | None = None,
+        exit: int | str | None = None,
+        strict: bool = False,
+        started: float | None = None,
+    ) -> Result:
+        """Plan and run the chain on `value`, the output of its first `done` segments, to an answer.
+
+        done=0: `value` is the preprocessed waveform (1, S); done=1 (a stream): `value` is the encoder's frames,
+        built chunk by chunk while the audio arrived. `seconds` is the audio's length; `started` (perf_counter) is when the budget's
+        clock started (default: now). The budget covers everything from `started` to the answer.
+        """
+        start = time.perf_counter() if started is None else started
+        plan = self.plan(seconds, budget_ms, memory_mb, exit, done=done)
         warning = None
         if not plan.fits:
             first = self.manifest.exits[0]
@@ -283,8 +342,6 @@ class Classifier:
             warning += f"; answered from exit {first.layer}"
         loads: list[float] = []
         elapsed = lambda: 1000 * (time.perf_counter() - start) - sum(loads)  # noqa: E731
-        value = normalize(samples) if self.manifest.normalize else samples
-        value = value[None, :]  # (1, S)
         ran: list[str] = []
         seen: list[np.ndarray] = []
         answered: tuple[Exit, np.ndarray] | None = None
@@ -293,7 +350,7 @@ class Classifier:
         for e in self.manifest.exits:
             if e.layer > plan.last_exit:
                 break
-            segments = self._segments_between(previous, e)
+            segments = self._segments_between(previous, e, done)
             if budget_ms is not None and (answered or pending):
                 upcoming = [self._predict(s, seconds) for s in segments + [e.head]]
                 if None not in upcoming and elapsed() + sum(upcoming) > budget_ms:
@@ -337,8 +394,7 @@ class Classifier:
 
     def exit_probabilities(self, samples: np.ndarray) -> dict[int, np.ndarray]:
         """Probabilities at every exit for mono samples at the model's rate (evaluation, calibration)."""
-        value = normalize(samples) if self.manifest.normalize else samples
-        value = value[None, :].astype(np.float32)
+        value = self.preprocess(samples)
         out, previous = {}, None
         for e in self.manifest.exits:
             for seg in self._segments_between(previous, e):

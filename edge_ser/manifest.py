@@ -2,9 +2,15 @@
 
 A model directory holds the manifest and ONNX files. The chain is
 
-    encoder -> blocks_00_03 -> blocks_03_08 -> ... -> blocks_10_12
-                    |               |                       |
-                 exit_03         exit_08                 exit_12
+    encoder -> context -> blocks_00_03 -> blocks_03_08 -> ... -> blocks_10_12
+                               |               |                       |
+                            exit_03         exit_08                 exit_12
+
+The encoder (CNN + projection) sees 25 ms of audio per frame; the context
+(positional convolution) looks ahead over the whole utterance. The cut between
+them is what lets a stream run the encoder while audio arrives; `streaming`
+records whether the export found chunked encoder output equal to whole-clip
+output (format 1 directories have no context segment and never stream).
 
 Every file is listed with its sha256. Loading a manifest checks structure and
 that no path leaves the directory; a file's hash is checked when the file is
@@ -18,19 +24,20 @@ from typing import Any
 
 import yaml
 
-FORMAT_VERSION = 1
+from .errors import ManifestError
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PRECISIONS = ("fp32", "int8")  # what a file can be
 # What a run can ask for: a precision per segment kind. int8-blocks keeps the CNN encoder fp32,
 # for models whose exits lose accuracy with a static-int8 encoder.
 RUN_PRECISIONS = {
-    "fp32": {"encoder": "fp32", "blocks": "fp32", "head": "fp32"},
-    "int8": {"encoder": "int8", "blocks": "int8", "head": "int8"},
-    "int8-blocks": {"encoder": "fp32", "blocks": "int8", "head": "fp32"},
+    "fp32": {"encoder": "fp32", "context": "fp32", "blocks": "fp32", "head": "fp32"},
+    "int8": {"encoder": "int8", "context": "int8", "blocks": "int8", "head": "int8"},
+    "int8-blocks": {"encoder": "fp32", "context": "fp32", "blocks": "int8", "head": "fp32"},
 }
+SEGMENT_KINDS = ("encoder", "context", "blocks", "head")
 
-
-class ManifestError(ValueError):
-    """The model directory is not usable: a clear one-line reason."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Segment:
     """One ONNX graph: the encoder, a run of transformer layers, or an exit head."""
 
     name: str
-    kind: str  # encoder | blocks | head
+    kind: str  # encoder | context | blocks | head
     input: str
     output: str
     parameters: int
@@ -82,7 +89,20 @@ class Manifest:
     policy: dict[str, Any] = field(default_factory=dict)  # calibrated early-exit thresholds
     precisions: dict[str, Any] = field(default_factory=dict)  # per precision: dev UAR per exit, what is quantized
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Whether the encoder runs on chunks exactly: {"tolerance", "chunk_ms", "reason", "precisions": {p: {"exact",
+    # "max_abs_diff"}}}, written by the export's check (edge_ser.stream.check_streaming).
+    streaming: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def streams_exactly(self, precision: str) -> bool:
+        """True when the export checked that the encoder, run chunk by chunk, gives whole-clip output at `precision`."""
+        entry = (self.streaming.get("precisions") or {}).get(precision) or {}
+        return bool(entry.get("exact")) and len(self.chain) > 1 and self.chain[1].kind == "context"
+
+    @property
+    def receptive_samples(self) -> int:
+        """Samples one encoder frame looks at (the CNN has no padding): the shortest input that gives a frame."""
+        return self.min_samples
 
     def exit_at(self, layer: int) -> Exit:
         for e in self.exits:
@@ -145,8 +165,9 @@ def load_manifest(directory: str | Path) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: not a manifest")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ManifestError(f"{path}: format version {version!r}; this runtime reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ManifestError(f"{path}: format version {version!r}; this runtime reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
     try:
         chain = [_segment(s, str(path)) for s in raw["chain"]]
         exits = [
@@ -161,6 +182,7 @@ def load_manifest(directory: str | Path) -> Manifest:
             normalize=bool(raw["normalize"]), min_samples=int(raw["min_samples"]),
             samples_per_frame=int(raw["samples_per_frame"]), labels=list(raw["labels"]), chain=chain, exits=exits,
             policy=raw.get("policy") or {}, precisions=raw.get("precisions") or {}, provenance=raw.get("provenance") or {},
+            streaming=raw.get("streaming") or {}, format_version=version,
         )
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, ManifestError):
@@ -169,6 +191,10 @@ def load_manifest(directory: str | Path) -> Manifest:
     names = [s.name for s in chain]
     if not chain or chain[0].kind != "encoder":
         raise ManifestError(f"{path}: the chain must start with the encoder")
+    for seg in chain + [e.head for e in exits]:
+        if seg.kind not in SEGMENT_KINDS:
+            raise ManifestError(f"{path}: segment {seg.name!r} has unknown kind {seg.kind!r}; "
+                                f"allowed: {', '.join(SEGMENT_KINDS)}")
     for e in exits:
         if e.after not in names:
             raise ManifestError(f"{path}: exit {e.layer} follows unknown segment {e.after!r}")

@@ -5,7 +5,7 @@ exporter cuts the encoder into segments between exits. Hugging Face models only
 run all layers at once, so this adapter re-states their forward pass in three
 pieces that compose to exactly the same computation:
 
-    embed(waveform)            CNN feature encoder + projection + positional conv (+ norm)
+    embed(waveform)            CNN feature encoder + projection (frames), then positional conv (+ norm) (context)
     run_layers(h, start, end)  transformer layers start+1 .. end
     finish(h)                  the encoder's final LayerNorm ("stable layer norm" models only)
 
@@ -103,11 +103,24 @@ class Backbone(nn.Module):
             for i, f in enumerate(per_clip):
                 features[i, :, : f.shape[-1]] = f[0]
             frame_mask = torch.arange(features.shape[-1], device=waveform.device)[None, :] < frames[:, None]
-        hidden = self.hf.feature_projection(features.transpose(1, 2))
-        if isinstance(hidden, tuple):  # wav2vec2/WavLM also return the pre-projection features
-            hidden = hidden[0]
+        hidden = self.project(features)
         if frame_mask is not None:
             hidden = hidden * frame_mask[..., None]  # padded frames are zero before the positional conv
+        return self.context(hidden)
+
+    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """waveform (B, S) -> projected CNN frames (B, T, R): the part of `embed` that looks at 25 ms of audio
+        per frame (with a layer-norm CNN), so it can run on chunks as audio arrives (edge_ser.stream)."""
+        return self.project(self.hf.feature_extractor(waveform))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """CNN features (B, C, T) -> (B, T, R): the feature projection (per frame)."""
+        hidden = self.hf.feature_projection(features.transpose(1, 2))
+        return hidden[0] if isinstance(hidden, tuple) else hidden  # wav2vec2/WavLM also return the pre-projection features
+
+    def context(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Projected frames (B, T, R) -> hidden states before layer 1: the positional convolution (which looks
+        64 frames ahead at base size, so it needs the whole utterance) and, in post-norm models, the LayerNorm."""
         encoder = self.hf.encoder
         hidden = hidden + encoder.pos_conv_embed(hidden)
         if not self.stable_layer_norm:

@@ -1,13 +1,16 @@
 """Cut a trained SelfDistilledSER into ONNX segments and write the model directory.
 
-    encoder.onnx        waveform (1, S)  -> hidden (1, T, R)
+    encoder.onnx        waveform (1, S)  -> frames (1, T, R)   CNN + projection: 25 ms of audio per frame
+    context.onnx        frames (1, T, R) -> hidden (1, T, R)   positional convolution (+ LayerNorm)
     blocks_AA_BB.onnx   hidden (1, T, R) -> hidden (1, T, R)   transformer layers AA+1..BB
     exit_BB.onnx        hidden (1, T, R) -> logits (1, C)      block M + pooling + L1 + L2
 
 torch's dynamo exporter is used with a dynamic time axis; it reproduces these
 graphs to ~1e-6, where the TorchScript exporter was measured far off. Export
 verifies itself through the runtime (edge_ser.Classifier), so what is checked is
-exactly what a device will run.
+exactly what a device will run. It also checks whether the encoder gives the
+same frames when run chunk by chunk (what a live stream does) and records the
+verdict in the manifest: only then does the runtime run it while audio arrives.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from edge_ser.classifier import Classifier
 from edge_ser.engine import sha256_of
 from edge_ser.manifest import Exit, FileRef, Manifest, Segment
 from edge_ser.policy import calibrate
+from edge_ser.stream import check_streaming
 
 from .model import SelfDistilledSER
 
@@ -44,6 +48,7 @@ class ExportOptions:
     int8_encoder: bool = True  # static per-channel QDQ on the CNN encoder (dynamic ConvInteger is slower)
     max_accuracy_loss: float = 0.01  # for the early-exit thresholds (UAR points as a fraction)
     monolithic: bool = False  # also write monolithic.onnx (all exits in one graph) for benchmarks
+    stream_chunk_ms: tuple[float, ...] = (20.0, 50.0, 330.0, 1000.0)  # chunk sizes the streaming check feeds
     description: str = ""
     provenance: dict = field(default_factory=dict)
 
@@ -54,7 +59,16 @@ class EncoderGraph(nn.Module):
         self.backbone = model.backbone
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:  # (1, S) -> (1, T, R)
-        return self.backbone.embed(waveform)
+        return self.backbone.frames(waveform)
+
+
+class ContextGraph(nn.Module):
+    def __init__(self, model: SelfDistilledSER):
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:  # (1, T, R) -> (1, T, R)
+        return self.backbone.context(frames)
 
 
 class BlocksGraph(nn.Module):
@@ -123,12 +137,15 @@ def export_segments(model: SelfDistilledSER, labels: list[str], out: Path, sampl
     bb = model.backbone
     wave = torch.randn(1, sample_rate)  # 1 s example; the axis is dynamic
     with torch.no_grad():
-        hidden = bb.embed(wave)
+        frames = bb.frames(wave)
+        hidden = bb.context(frames)
 
-    encoder = EncoderGraph(model)
-    export_graph(encoder, wave, out / "encoder.onnx", "waveform", ["hidden"])
-    embed_params = sum(p.numel() for n, p in bb.hf.named_parameters() if not n.startswith("encoder.layers."))
-    chain = [Segment("encoder", "encoder", "waveform", "hidden", embed_params, {"fp32": _ref(out, "encoder.onnx")})]
+    export_graph(EncoderGraph(model), wave, out / "encoder.onnx", "waveform", ["frames"])
+    export_graph(ContextGraph(model), frames, out / "context.onnx", "frames", ["hidden"])
+    cnn_params = _params(bb.hf.feature_extractor) + _params(bb.hf.feature_projection)
+    context_params = sum(p.numel() for n, p in bb.hf.named_parameters() if not n.startswith("encoder.layers.")) - cnn_params
+    chain = [Segment("encoder", "encoder", "waveform", "frames", cnn_params, {"fp32": _ref(out, "encoder.onnx")}),
+             Segment("context", "context", "frames", "hidden", context_params, {"fp32": _ref(out, "context.onnx")})]
     exits = []
     previous = 0
     for layer in model.exit_layers:
@@ -171,7 +188,7 @@ def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: Export
     worst = 0.0
     for seconds in options.verify_seconds:
         samples = rng.standard_normal(int(seconds * sample_rate)).astype(np.float32) * 0.1
-        x = edge_ser.audio.normalize(samples)[None, :]
+        x = runtime.preprocess(samples)  # as the device will feed it (normalised or raw, per the manifest)
         with torch.no_grad():
             expected = model(torch.from_numpy(x))
             hidden_t = model.backbone.embed(torch.from_numpy(x))
@@ -193,6 +210,22 @@ def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: Export
     if worst > options.tolerance:
         raise ExportError(f"exported segments differ from torch by {worst:.2e} (> {options.tolerance:g}): {report}")
     return report
+
+
+def record_streaming(out: Path, manifest: Manifest, precisions: list[str], options: ExportOptions, log=print) -> Manifest:
+    """Check, per precision, that the encoder run chunk by chunk equals the whole-clip run; write the verdict."""
+    verdict: dict = {"tolerance": options.tolerance, "chunk_ms": list(options.stream_chunk_ms), "reason": None,
+                     "precisions": {}}
+    for precision in precisions:
+        check = check_streaming(Classifier(out, precision=precision, shared_pool=False), options.stream_chunk_ms,
+                                tolerance=options.tolerance)
+        verdict["precisions"][precision] = {"exact": check["exact"], "max_abs_diff": check["max_abs_diff"]}
+        verdict["reason"] = verdict["reason"] or check["reason"]
+    manifest.streaming = verdict
+    manifest.save(out)
+    exact = [p for p, v in verdict["precisions"].items() if v["exact"]]
+    log(f"streaming encoder: exact at {', '.join(exact)}" if exact else f"streaming encoder: not exact ({verdict['reason']})")
+    return manifest
 
 
 def runtime_dev_probabilities(out: Path, precision: str, dev_audio: list[np.ndarray]) -> list[np.ndarray]:
@@ -256,7 +289,7 @@ def export_model(
         log(f"verified at {', '.join(f'{s:g} s' for s in options.verify_seconds)}: max abs diff {report['max_abs_diff']:.2e}")
         manifest.save(out)
     if dev is None:
-        return manifest
+        return record_streaming(out, manifest, ["fp32"], options, log)
 
     audio, truth = dev
     fp32 = runtime_dev_probabilities(out, "fp32", audio)
@@ -281,6 +314,7 @@ def export_model(
     manifest.policy = calibrate(fp32, truth, [e.layer for e in manifest.exits], exit_costs(manifest),
                                 options.max_accuracy_loss)
     manifest.save(out)
+    record_streaming(out, manifest, list(manifest.precisions), options, log)
     rules = {k: v["patience"] if k == "patience" else v["threshold"] for k, v in manifest.policy["measures"].items()}
     log(f"early-exit rules (max UAR loss {options.max_accuracy_loss:g}): {json.dumps(rules)}")
     return manifest

@@ -23,8 +23,10 @@ from edge_ser.manifest import FileRef, Manifest, Segment
 
 
 class _WaveformReader(CalibrationDataReader):
-    def __init__(self, clips: list[np.ndarray], input_name: str):
-        self._items = iter([{input_name: normalize(c)[None, :]} for c in clips])
+    """Calibration inputs preprocessed exactly as the runtime will feed the encoder (normalised or raw)."""
+
+    def __init__(self, clips: list[np.ndarray], input_name: str, normalized: bool):
+        self._items = iter([{input_name: (normalize(c) if normalized else c.astype(np.float32))[None, :]} for c in clips])
 
     def get_next(self):
         return next(self._items, None)
@@ -57,7 +59,7 @@ def quantize_model(directory: Path, manifest: Manifest, calibration: list[np.nda
                 quantize_dynamic(_preprocessed(fp32, work), target, op_types_to_quantize=["MatMul"],
                                  weight_type=QuantType.QInt8, per_channel=False)
             elif seg.kind == "encoder" and int8_encoder and calibration:
-                quantize_static(_preprocessed(fp32, work), target, _WaveformReader(calibration, seg.input),
+                quantize_static(_preprocessed(fp32, work), target, _WaveformReader(calibration, seg.input, manifest.normalize),
                                 quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 op_types_to_quantize=["Conv", "MatMul", "Gemm"])

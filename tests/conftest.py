@@ -52,3 +52,35 @@ def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: in
         audio = np.stack([audio] * channels, axis=1)
     sf.write(path, audio.astype(np.float32), rate)
     return path
+
+
+@pytest.fixture(scope="session")
+def stream_export(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model exported for raw waveforms (no per-clip normalisation): its encoder streams exactly."""
+    from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny-stream"
+    rng = np.random.default_rng(2)
+    dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
+    dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
+    options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
+    export_model(tiny_model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options,
+                 log=lambda m: None)
+    return out
+
+
+def speechlike(seconds: float, seed: int = 0, level: float = 0.3, rate: int = 16000) -> np.ndarray:
+    """A voiced-sounding burst: harmonics of a wandering pitch under a syllable-rate envelope."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))
+    audio = voiced * envelope
+    return (level * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def quiet(seconds: float, seed: int = 0, level: float = 0.001, rate: int = 16000) -> np.ndarray:
+    """Background noise well below speech (-60 dBFS by default)."""
+    return (level * np.random.default_rng(1000 + seed).standard_normal(int(seconds * rate))).astype(np.float32)

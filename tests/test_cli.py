@@ -72,7 +72,7 @@ def test_bad_input_gets_one_line_and_nonzero_exit(tiny_export, args, message):
 def test_strict_budget_refusal_exits_3(tiny_export, clips, tmp_path):
     from edge_ser.profile import DeviceProfile, SegmentCost
 
-    names = ["encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
+    names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
     profile = DeviceProfile("tiny", "fp32", 1, segments={n: SegmentCost([50.0, 0, 0], 1.0, 0, 1) for n in names})
     profile.save(tmp_path / "p.yaml")
     r = run("classify", clips / "a.wav", "--model", tiny_export, "--profile", tmp_path / "p.yaml", "--budget", "10ms", "--strict")
@@ -81,7 +81,7 @@ def test_strict_budget_refusal_exits_3(tiny_export, clips, tmp_path):
 
 def test_info_and_calibrate(tiny_export, tmp_path):
     r = run("info", tiny_export)
-    assert r.returncode == 0 and "encoder -> blocks_00_01" in r.stdout and "early exit" in r.stdout
+    assert r.returncode == 0 and "encoder -> context -> blocks_00_01" in r.stdout and "early exit" in r.stdout
     j = json.loads(run("info", tiny_export, "--json").stdout)
     assert j["labels"] == TINY_LABELS
     out = tmp_path / "profile.yaml"
@@ -90,7 +90,7 @@ def test_info_and_calibrate(tiny_export, tmp_path):
     from edge_ser.profile import DeviceProfile
 
     profile = DeviceProfile.load(out)
-    assert set(profile.segments) == {"encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"}
+    assert set(profile.segments) == {"encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"}
     assert all(c.predict_ms(1.0, high=False) > 0 for c in profile.segments.values())
     clip = write_tone(tmp_path / "a.wav")
     r = run("classify", clip, "--model", tiny_export, "--profile", out, "--precision", "int8", "--budget", "50ms")

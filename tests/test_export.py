@@ -15,7 +15,7 @@ from conftest import TINY_LABELS
 
 def test_manifest_describes_the_chain(tiny_export):
     m = load_manifest(tiny_export)
-    assert [s.name for s in m.chain] == ["encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04"]
+    assert [s.name for s in m.chain] == ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04"]
     assert [e.layer for e in m.exits] == [1, 3, 4]
     assert [e.after for e in m.exits] == ["blocks_00_01", "blocks_01_03", "blocks_03_04"]
     assert m.labels == TINY_LABELS and m.sample_rate == 16000 and m.normalize
@@ -49,7 +49,8 @@ def test_int8_variant_runs_and_stays_close(tiny_export):
     assert max(np.abs(got[k] - fp32[k]).max() for k in fp32) < 0.2
     blocks_only = Classifier(tiny_export, precision="int8-blocks", shared_pool=False)
     blocks_only.exit_probabilities(samples)
-    assert blocks_only.engine.opened[0] == "encoder.onnx" and blocks_only.engine.opened[1].endswith(".int8.onnx")
+    assert blocks_only.engine.opened[:2] == ["encoder.onnx", "context.onnx"]
+    assert blocks_only.engine.opened[2].endswith(".int8.onnx")
 
 
 def _copy(src, dst):

@@ -23,7 +23,7 @@ def flat_profile(ms_per_second: dict[str, float], memory: dict[str, float] | Non
     return DeviceProfile(model="tiny", precision="fp32", threads=1, segments=segments)
 
 
-COSTS = {"encoder": 10, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
+COSTS = {"encoder": 10, "context": 0, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
          "exit_01": 1, "exit_03": 1, "exit_04": 1}
 
 
@@ -44,8 +44,8 @@ def test_exit_3_never_opens_later_files(tiny_export):
     r = c.classify(clip(), 16000, exit=3)
     assert r.exit_layer == 3 and r.stopped_by == "exit" and r.load_ms > 0
     assert c.classify(clip(), 16000, exit=3).load_ms == 0  # sessions are reused
-    assert r.segments_run == ["encoder", "blocks_00_01", "blocks_01_03", "exit_03"]  # no head it has no use for
-    assert c.engine.opened == ["encoder.onnx", "blocks_00_01.onnx", "blocks_01_03.onnx", "exit_03.onnx"]
+    assert r.segments_run == ["encoder", "context", "blocks_00_01", "blocks_01_03", "exit_03"]  # no head it has no use for
+    assert c.engine.opened == ["encoder.onnx", "context.onnx", "blocks_00_01.onnx", "blocks_01_03.onnx", "exit_03.onnx"]
 
 
 def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
@@ -60,7 +60,7 @@ def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
 
 
 def test_memory_budget_picks_the_deepest_exit_whose_segments_fit(tiny_export):
-    memory = {name: 10.0 for name in COSTS}
+    memory = {name: 0.0 if name == "context" else 10.0 for name in COSTS}
     c = Classifier(tiny_export, profile=flat_profile(COSTS, memory), shared_pool=False)
     assert c.memory_mb(c.manifest.exit_at(3)) == pytest.approx(40)
     assert c.plan(1.0, memory_mb=45).last_exit == 3

@@ -1,0 +1,147 @@
+"""Endpointing: where utterances start and end in a live stream, from frame energy alone.
+
+A frame (20 ms by default) is speech when its energy is at least `threshold_db` above the
+noise floor and above `silence_dbfs`. The floor is the quietest frame of the last
+`floor_seconds` (minimum statistics: it follows a fan that starts or a room that quietens
+within that window, and a pause between words is enough to keep it down during speech).
+An utterance starts after `min_speech_ms` of consecutive speech frames, `pad_ms` before
+the first of them; it ends after `min_silence_ms` without speech, `pad_ms` after its last
+speech frame. One that reaches `max_utterance_s` is cut there, and speech that goes on
+is a new utterance, so a stream's memory stays bounded whatever it is fed.
+
+Why energy and not a voice-activity model: it needs nothing beyond numpy, costs a few
+microseconds a frame, and its rule fits in this docstring. How often it finds, splits,
+merges and misses utterances on speech this project did not write, at several SNRs, is
+measured by benchmarks/bench_endpoint.py (README, "Live audio").
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import StreamError
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """Settings of the energy endpointer; checked once, here (every value comes from a user or a config)."""
+
+    threshold_db: float = 10.0  # speech: this far above the noise floor
+    silence_dbfs: float = -55.0  # never speech below this (digital silence, dither, a muted microphone)
+    min_speech_ms: float = 120.0  # shorter bursts (a click, a knock) are not utterances
+    min_silence_ms: float = 500.0  # this much non-speech ends an utterance (pauses inside a sentence are shorter)
+    max_utterance_s: float = 10.0  # longer speech is cut here and goes on as a new utterance (bounded memory)
+    pad_ms: float = 200.0  # audio kept before the first and after the last speech frame (soft onsets, fading ends)
+    frame_ms: float = 20.0  # one decision per frame: the wav2vec2 frame rate
+    floor_seconds: float = 5.0  # the noise floor is the quietest frame of this much recent audio
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("threshold_db", 0.0, 60.0), ("silence_dbfs", -140.0, 0.0),
+                                ("min_speech_ms", 0.0, 10_000.0), ("min_silence_ms", 0.0, 60_000.0),
+                                ("max_utterance_s", 0.1, 600.0), ("pad_ms", 0.0, 10_000.0),
+                                ("frame_ms", 5.0, 100.0), ("floor_seconds", 0.1, 600.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise StreamError(f"endpoint option {name} must be a finite number, got {value!r}")
+            if not low <= value <= high:
+                raise StreamError(f"endpoint option {name} must lie in [{low:g}, {high:g}], got {value:g}")
+        if self.pad_ms > self.min_silence_ms:
+            raise StreamError(f"endpoint option pad_ms ({self.pad_ms:g}) must not exceed min_silence_ms "
+                              f"({self.min_silence_ms:g}): the end pad is audio already heard when the end is decided")
+        if 1000 * self.max_utterance_s < self.min_speech_ms + 2 * self.pad_ms:
+            raise StreamError(f"endpoint option max_utterance_s ({self.max_utterance_s:g}) is shorter than "
+                              "min_speech_ms plus both pads: no utterance could be kept")
+
+
+DEFAULT_ENDPOINT = EndpointOptions()  # frozen: safe to share as a default
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """An utterance boundary, in samples from the start of the stream."""
+
+    kind: str  # start | end | cancel (an utterance cut at max length that held no more speech)
+    sample: int
+    reason: str | None = None  # end: silence | max_length
+
+
+def frame_dbfs(frame: np.ndarray) -> float:
+    """AC power of a frame in dB relative to full scale (a full-scale sine is -3 dBFS). The frame's mean is
+    left out: a microphone's DC offset is not a voice."""
+    return 10.0 * math.log10(float(np.var(frame, dtype=np.float64)) + 1e-14)
+
+
+class Endpointer:
+    """The state machine: feed frames of `frame_samples` in order, get boundaries back."""
+
+    def __init__(self, options: EndpointOptions, sample_rate: int):
+        self.options = options
+        per_ms = sample_rate / 1000.0
+        self.frame_samples = max(1, round(options.frame_ms * per_ms))
+        self._min_speech = max(1, math.ceil(options.min_speech_ms / options.frame_ms))  # frames
+        self._min_silence = max(1, math.ceil(options.min_silence_ms / options.frame_ms))  # frames
+        self._pad = round(options.pad_ms * per_ms)  # samples
+        self._max = round(options.max_utterance_s * sample_rate)  # samples
+        self._recent: deque[float] = deque(maxlen=max(1, round(options.floor_seconds * 1000 / options.frame_ms)))
+        self.position = 0  # samples seen
+        self.start: int | None = None  # the open utterance's first sample
+        self._speech_run = 0  # consecutive speech frames (before a start)
+        self._silence_run = 0  # consecutive non-speech frames (inside an utterance)
+        self._last_speech_end = 0  # end of the last speech frame of the open utterance
+        self._speech_in_utterance = False
+        self._last_end = 0  # no utterance may start before the previous one ended
+
+    @property
+    def lookback_samples(self) -> int:
+        """How far before the current position a start can be placed: the audio a caller must keep."""
+        return self._pad + self._min_speech * self.frame_samples
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        level = frame_dbfs(frame)
+        floor = min(self._recent) if self._recent else self.options.silence_dbfs
+        self._recent.append(level)
+        return level >= self.options.silence_dbfs and level >= floor + self.options.threshold_db
+
+    def step(self, frame: np.ndarray) -> list[Boundary]:
+        """One frame of `frame_samples`; the boundaries it decides (an end can be followed by a start)."""
+        speech = self.is_speech(frame)
+        self.position += frame.size
+        out: list[Boundary] = []
+        if self.start is None:
+            self._speech_run = self._speech_run + 1 if speech else 0
+            if self._speech_run >= self._min_speech:
+                first = self.position - self._speech_run * self.frame_samples
+                self._open(max(self._last_end, first - self._pad), speech_end=self.position)
+                out.append(Boundary("start", self.start))
+            return out
+        if speech:
+            self._silence_run, self._last_speech_end, self._speech_in_utterance = 0, self.position, True
+        else:
+            self._silence_run += 1
+        if self._silence_run >= self._min_silence:
+            out.append(self._close(min(self._last_speech_end + self._pad, self.position), "silence"))
+        elif self.position - self.start >= self._max:
+            out.append(Boundary("end", self.position, "max_length"))
+            self._last_end = self.position
+            self._open(self.position, speech_end=self.position if speech else self.position - self._pad)
+            self._speech_in_utterance = speech
+            out.append(Boundary("start", self.start))
+        return out
+
+    def end_now(self) -> Boundary | None:
+        """End the open utterance at the current position (the app marked the end, or the stream ends)."""
+        if self.start is None:
+            return None
+        return self._close(self.position, "marked")
+
+    def _open(self, start: int, speech_end: int) -> None:
+        self.start, self._silence_run, self._speech_run = start, 0, 0
+        self._last_speech_end, self._speech_in_utterance = speech_end, True
+
+    def _close(self, end: int, reason: str) -> Boundary:
+        had_speech, self.start = self._speech_in_utterance, None
+        self._last_end, self._speech_run, self._silence_run = end, 0, 0
+        return Boundary("end" if had_speech else "cancel", end, reason)

@@ -1,0 +1,356 @@
+"""Live audio: a stream takes chunks of any size and returns a Result per utterance.
+
+    stream = classifier.stream(sample_rate=16000, budget_ms=50)
+    for chunk in microphone:
+        for result in stream.accept(chunk):      # utterances that ended inside this chunk
+            print(result.start, result.end, result.label)
+    results = stream.flush()                     # the end of the stream: what is left
+
+Utterances are found by the energy endpointer (edge_ser.endpoint), or marked by the app
+(`accept(chunk, end_of_utterance=True)`, push-to-talk; `endpoint=None` turns the detector
+off so that everything between two marks is one utterance).
+
+Where the manifest says the encoder streams exactly (the export checked chunked against
+whole-clip output), the CNN encoder runs on each chunk as it arrives, with the overlap its
+receptive field needs, so at the end of an utterance only the last frames, the context
+(positional convolution, which looks over the whole utterance), the blocks up to the exit
+and the head remain: `Result.latency_ms` is that work, from the moment the end is decided,
+and is what a budget covers. Other models keep the utterance's samples and run the whole
+chain at its end (exact, and slower).
+
+A stream is one microphone: its methods may be called from any thread, one call at a time
+(a lock serialises them). Several streams may share one Classifier.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
+from .errors import AudioError, StreamError
+
+if TYPE_CHECKING:
+    from .classifier import Classifier, Result
+
+MAX_PIECE_SECONDS = 0.5  # a large chunk is walked in pieces of this length, so the look-back buffer stays small
+PCM_DTYPES = (np.int16, np.int32)
+
+
+def chunk_to_float(samples: object, what: str = "chunk") -> np.ndarray:
+    """A mono chunk as float32: float samples as they are, 16/32-bit PCM scaled to [-1, 1]."""
+    array = np.asarray(samples)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise AudioError(f"{what} must be mono samples, shape (n,) or (n, 1); got shape {array.shape}")
+    if array.dtype.kind == "f":
+        out = array.astype(np.float32, copy=False)
+    elif array.dtype in PCM_DTYPES:
+        out = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    else:
+        raise AudioError(f"{what} must be float or signed 16/32-bit PCM samples; got dtype {array.dtype}")
+    if not np.all(np.isfinite(out)):
+        raise AudioError(f"{what} holds NaN or infinite samples; the chunk was dropped")
+    return out
+
+
+class IncrementalEncoder:
+    """Runs the encoder segment on audio as it arrives; its frames equal a whole-clip run's.
+
+    Frame t of the CNN (no padding) reads samples [t*stride, t*stride + receptive). Each call
+    runs the frames whose samples have all arrived and keeps the overlap for the next.
+    """
+
+    def __init__(self, classifier: Classifier):
+        manifest = classifier.manifest
+        self._engine = classifier.engine
+        self._segment = manifest.chain[0]
+        self._stride = manifest.samples_per_frame
+        self._receptive = manifest.receptive_samples
+        self._pending = np.zeros(0, np.float32)  # samples from the next frame's first sample on
+        self._frames: list[np.ndarray] = []  # (1, t, R) pieces
+        self.frames_done = 0
+        self.samples = 0  # samples received
+
+    def push(self, samples: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, samples])
+        self.samples += samples.size
+        self._run(self._pending)
+
+    def _run(self, available: np.ndarray) -> None:
+        if available.size < self._receptive:
+            return
+        count = (available.size - self._receptive) // self._stride + 1
+        self._frames.append(self._engine.run(self._segment, available[None, : (count - 1) * self._stride + self._receptive]))
+        self.frames_done += count
+        self._pending = self._pending[count * self._stride :]
+
+    def frames(self, length: int) -> np.ndarray:
+        """All frames of the first `length` samples (at most those received): (1, T, R)."""
+        length = min(length, self.samples)
+        wanted = (length - self._receptive) // self._stride + 1 if length >= self._receptive else 0
+        if self.frames_done < wanted:
+            first = self.frames_done * self._stride  # the sample the next frame starts at
+            self._run(self._pending[: length - first])
+        frames = np.concatenate(self._frames, axis=1) if len(self._frames) > 1 else self._frames[0]
+        self._frames = [frames]
+        return frames[:, :wanted]
+
+
+class _Utterance:
+    """The open utterance: its first sample, and either an incremental encoder or its samples."""
+
+    def __init__(self, start: int, encoder: IncrementalEncoder | None):
+        self.start = start
+        self.fed = start  # stream position up to which it has received audio
+        self.encoder = encoder
+        self.pieces: list[np.ndarray] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        if samples.size:
+            if self.encoder is not None:
+                self.encoder.push(samples)
+            else:
+                self.pieces.append(samples)
+            self.fed += samples.size
+
+    def samples(self, length: int) -> np.ndarray:
+        return np.concatenate(self.pieces)[:length] if self.pieces else np.zeros(0, np.float32)
+
+
+class _Recent:
+    """The last `capacity` samples of the stream, addressed by stream position (pre-roll for a start)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.data = np.zeros(0, np.float32)
+        self.end = 0  # stream position just after data[-1]
+
+    def append(self, samples: np.ndarray) -> None:
+        self.data = np.concatenate([self.data, samples])[-self.capacity :]
+        self.end += samples.size
+
+    def since(self, position: int, until: int) -> np.ndarray:
+        first = self.end - self.data.size
+        if position < first:
+            raise AssertionError(f"look-back of {self.end - position} samples exceeds the {self.capacity} kept")
+        return self.data[position - first : until - first]
+
+
+class Stream:
+    """One live audio stream; made by Classifier.stream()."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        sample_rate: int,
+        *,
+        budget_ms: float | None = None,
+        memory_mb: float | None = None,
+        exit: int | str | None = None,
+        strict: bool = False,
+        endpoint: EndpointOptions | None = DEFAULT_ENDPOINT,
+        incremental: bool | None = None,
+    ):
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768_000:
+            raise StreamError(f"sample_rate must be a whole number of Hz from 1000 to 768000, got {sample_rate!r}")
+        if endpoint is not None and not isinstance(endpoint, EndpointOptions):
+            raise StreamError(f"endpoint must be EndpointOptions or None (utterances marked by the app), got {endpoint!r}")
+        manifest = classifier.manifest
+        exact = manifest.streams_exactly(classifier.engine.precision)
+        if incremental and not exact:
+            raise StreamError(f"model {manifest.name!r} at {classifier.engine.precision} does not stream its encoder "
+                              f"exactly ({manifest.streaming.get('reason') or 'no streaming check in its manifest'})")
+        self.classifier = classifier
+        self.sample_rate = int(sample_rate)
+        self.rate = manifest.sample_rate
+        self.options = dict(budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict)
+        classifier.plan(1.0, budget_ms, memory_mb, exit)  # bad exit / budget values fail here, not mid-stream
+        self.incremental = exact if incremental is None else incremental
+        self.endpointer = Endpointer(endpoint, self.rate) if endpoint is not None else None
+        frame = self.endpointer.frame_samples if self.endpointer else manifest.samples_per_frame
+        lookback = self.endpointer.lookback_samples if self.endpointer else 0
+        self._frame = frame
+        self._max_samples = round((endpoint.max_utterance_s if endpoint else classifier.window_seconds) * self.rate)
+        self._recent = _Recent(lookback + round(MAX_PIECE_SECONDS * self.rate) + 2 * frame)
+        self._partial = np.zeros(0, np.float32)  # samples short of a whole endpointer frame
+        self._utterance: _Utterance | None = None if self.endpointer else self._open(0)
+        self._resampler = None
+        if self.sample_rate != self.rate:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
+        self._lock = threading.Lock()
+        self.closed = False
+        if self.incremental:
+            classifier.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
+
+    # ---- public --------------------------------------------------------------------------
+
+    @property
+    def position(self) -> float:
+        """Seconds of audio the stream has taken in (at the model's rate, after resampling)."""
+        return (self._recent.end + self._partial.size) / self.rate
+
+    def accept(self, samples: object, *, sample_rate: int | None = None, end_of_utterance: bool = False) -> list[Result]:
+        """Take a chunk (mono, float or 16/32-bit PCM, any length); return the results of utterances that ended in it.
+
+        sample_rate: if given, must be the stream's (a rate cannot change mid-stream).
+        end_of_utterance: the app marks the end of the utterance here (push-to-talk).
+        A bad chunk raises AudioError and is dropped whole; the stream goes on as if it never came.
+        """
+        with self._lock:
+            if self.closed:
+                raise StreamError("accept after flush: this stream has ended; open a new one with classifier.stream()")
+            if sample_rate is not None and sample_rate != self.sample_rate:
+                raise AudioError(f"this stream takes {self.sample_rate} Hz; a chunk at {sample_rate!r} Hz cannot join "
+                                 "it (a rate cannot change mid-stream: open a new stream)")
+            audio = chunk_to_float(samples)
+            if self._resampler is not None and audio.size:
+                audio = self._resampler.resample_chunk(audio)
+            results = self._take(audio)
+            if end_of_utterance:
+                results += self._end_marked()
+            return results
+
+    def flush(self) -> list[Result]:
+        """End the stream: the utterance in progress (if any) is classified. Later accepts raise StreamError."""
+        with self._lock:
+            if self.closed:
+                return []
+            self.closed = True
+            if self._resampler is not None:
+                results = self._take(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            else:
+                results = []
+            return results + self._end_marked()
+
+    # ---- inside --------------------------------------------------------------------------
+
+    def _open(self, start: int) -> _Utterance:
+        return _Utterance(start, IncrementalEncoder(self.classifier) if self.incremental else None)
+
+    def _take(self, audio: np.ndarray) -> list[Result]:
+        results: list[Result] = []
+        piece = round(MAX_PIECE_SECONDS * self.rate)
+        for offset in range(0, audio.size, piece):
+            results += self._take_piece(audio[offset : offset + piece])
+        return results
+
+    def _take_piece(self, audio: np.ndarray) -> list[Result]:
+        buffer = np.concatenate([self._partial, audio])
+        whole = buffer.size // self._frame * self._frame
+        framed, self._partial = buffer[:whole], buffer[whole:]
+        position = self._recent.end
+        self._recent.append(framed)
+        results: list[Result] = []
+        if self.endpointer is None:
+            self._feed(self._recent.end)
+            if self._recent.end - self._utterance.start >= self._max_samples:
+                end = self._recent.end
+                results.append(self._finish(end, "max_length", decided_at=end))
+                self._utterance = self._open(end)
+            return results
+        for k in range(0, whole, self._frame):
+            for boundary in self.endpointer.step(framed[k : k + self._frame]):
+                results += self._on(boundary, now=position + k + self._frame)
+        self._feed(self._recent.end)
+        return results
+
+    def _on(self, boundary: Boundary, now: int) -> list[Result]:
+        if boundary.kind == "start":
+            self._utterance = self._open(boundary.sample)
+            self._feed(now)
+            return []
+        if boundary.kind == "cancel":
+            self._utterance = None
+            return []
+        return [self._finish(boundary.sample, boundary.reason, decided_at=now)]
+
+    def _feed(self, until: int) -> None:
+        if self._utterance is not None and until > self._utterance.fed:
+            self._utterance.feed(self._recent.since(self._utterance.fed, until))
+
+    def _end_marked(self) -> list[Result]:
+        """The app marked an end (or the stream ends): the partial frame joins the utterance, which is classified."""
+        tail, self._partial = self._partial, np.zeros(0, np.float32)
+        self._recent.append(tail)
+        if self.endpointer is not None:
+            self.endpointer.position += tail.size  # heard, though shorter than a frame the detector could judge
+            boundary = self.endpointer.end_now()
+        else:
+            boundary = Boundary("end" if self._recent.end > self._utterance.start else "cancel", self._recent.end, "marked")
+        try:
+            if boundary is None or boundary.kind == "cancel":
+                self._utterance = None
+                return []
+            return [self._finish(boundary.sample, "marked", decided_at=self._recent.end)]
+        finally:
+            if self.endpointer is None:  # push-to-talk: the next utterance starts right here
+                self._utterance = self._open(self._recent.end)
+
+    def _finish(self, end: int, reason: str | None, decided_at: int) -> Result:
+        """Classify the open utterance as [start, end): the budget's clock starts now, when its end is known
+        (at stream position `decided_at`)."""
+        decided = time.perf_counter()
+        self._feed(end)
+        utterance, self._utterance = self._utterance, None
+        length = end - utterance.start
+        classifier = self.classifier
+        rate = self.rate
+        if length < classifier.manifest.min_samples:
+            raise AudioError(f"utterance at {utterance.start / rate:.2f} s is {1000 * length / rate:.0f} ms long; "
+                             f"the model needs at least {1000 * classifier.manifest.min_samples / rate:.0f} ms")
+        if utterance.encoder is not None:
+            frames = utterance.encoder.frames(length)
+            result = classifier.run_from(frames, length / rate, done=1, started=decided, **self.options)
+            result.segments_run.insert(0, classifier.manifest.chain[0].name)
+        else:
+            samples = utterance.samples(length)
+            value = classifier.preprocess(samples)
+            result = classifier.run_from(value, length / rate, done=0, started=decided, **self.options)
+        return replace(result, start=utterance.start / rate, end=end / rate, ended_by=reason,
+                       endpoint_delay_ms=1000 * (decided_at - end) / rate)
+
+
+def check_streaming(
+    classifier: Classifier,
+    chunk_ms: tuple[float, ...] = (20.0, 50.0, 330.0, 1000.0),
+    seconds: tuple[float, ...] = (1.37, 3.1),
+    tolerance: float = 1e-4,
+) -> dict:
+    """Is the encoder, run chunk by chunk, the same as on the whole clip? What the export records in the manifest.
+
+    Compares the context's output (what the transformer blocks receive) for clips of `seconds` fed in chunks of
+    `chunk_ms`, against one whole-clip run. Per-clip normalisation needs the whole utterance, so such a model
+    never streams exactly, whatever the numbers say.
+    """
+    manifest = classifier.manifest
+    if len(manifest.chain) < 2 or manifest.chain[1].kind != "context":
+        return {"exact": False, "reason": "the encoder is not cut from its context (format 1 export): re-export"}
+    encoder, context = manifest.chain[0], manifest.chain[1]
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for length in seconds:
+        clip = (0.1 * rng.standard_normal(int(length * manifest.sample_rate))).astype(np.float32)
+        value = classifier.preprocess(clip)
+        whole = classifier.engine.run(context, classifier.engine.run(encoder, value))
+        for ms in chunk_ms:
+            step = max(1, round(ms * manifest.sample_rate / 1000))
+            incremental = IncrementalEncoder(classifier)
+            for offset in range(0, clip.size, step):
+                incremental.push(value[0, offset : offset + step])
+            chunked = classifier.engine.run(context, incremental.frames(clip.size))
+            worst = max(worst, math.inf if chunked.shape != whole.shape else float(np.abs(chunked - whole).max()))
+    reason = None
+    if manifest.normalize:
+        reason = "per-clip normalisation of the waveform needs the whole utterance"
+    elif worst > tolerance:
+        reason = (f"chunked encoder output differs from whole-clip output by {worst:.2e} (> {tolerance:g}), "
+                  "e.g. group normalisation over time in the CNN")
+    return {"exact": reason is None, "max_abs_diff": worst, "reason": reason}

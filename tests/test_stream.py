@@ -1,0 +1,259 @@
+"""Live audio: the endpointer's decisions at their boundaries, streaming equal to whole-clip, bad chunks, bounded memory."""
+import threading
+
+import numpy as np
+import pytest
+
+from edge_ser import AudioError, Classifier, EndpointOptions, StreamError
+from edge_ser.endpoint import DEFAULT_ENDPOINT, Endpointer
+from edge_ser.stream import MAX_PIECE_SECONDS, check_streaming
+
+from conftest import TINY_LABELS, quiet, speechlike
+
+RATE = 16000
+FRAME = 320  # 20 ms
+
+
+def feed(stream, signal, chunk):
+    results = []
+    for offset in range(0, signal.size, chunk):
+        results += stream.accept(signal[offset : offset + chunk])
+    return results + stream.flush()
+
+
+def scene(*parts):
+    """('q', seconds) quiet or ('s', seconds) speech-like, joined; returns the signal."""
+    return np.concatenate([(quiet if kind == "q" else speechlike)(sec, seed=i) for i, (kind, sec) in enumerate(parts)])
+
+
+def boundaries(signal, options=DEFAULT_ENDPOINT):
+    endpointer = Endpointer(options, RATE)
+    return [(b.kind, b.sample, b.reason) for k in range(0, signal.size - FRAME + 1, FRAME)
+            for b in endpointer.step(signal[k : k + FRAME])]
+
+
+# ---- endpointer ----------------------------------------------------------------------------
+
+def test_an_utterance_starts_and_ends_one_pad_around_its_speech():
+    signal = scene(("q", 1.0), ("s", 1.0), ("q", 1.0))
+    assert boundaries(signal) == [("start", 16000 - 3200, None), ("end", 32000 + 3200, "silence")]
+
+
+def test_min_speech_is_met_exactly_and_one_frame_less_is_not():
+    options = EndpointOptions(min_speech_ms=100, pad_ms=0)
+    exactly = scene(("q", 1.0), ("s", 0.1), ("q", 1.0))
+    short = scene(("q", 1.0), ("s", 0.08), ("q", 1.0))
+    assert [b[0] for b in boundaries(exactly, options)] == ["start", "end"]
+    assert boundaries(short, options) == []
+
+
+def test_a_pause_of_min_silence_splits_and_one_frame_less_does_not():
+    options = EndpointOptions(min_silence_ms=300, pad_ms=0)
+    split = scene(("q", 1.0), ("s", 0.6), ("q", 0.3), ("s", 0.6), ("q", 1.0))
+    joined = scene(("q", 1.0), ("s", 0.6), ("q", 0.28), ("s", 0.6), ("q", 1.0))
+    assert [b[0] for b in boundaries(split, options)] == ["start", "end", "start", "end"]
+    assert [b[0] for b in boundaries(joined, options)] == ["start", "end"]
+
+
+def test_long_speech_is_cut_at_max_utterance_and_goes_on():
+    options = EndpointOptions(max_utterance_s=1.0, pad_ms=0)
+    got = boundaries(scene(("q", 1.0), ("s", 2.5), ("q", 1.0)), options)
+    assert got == [("start", 16000, None), ("end", 32000, "max_length"), ("start", 32000, None),
+                   ("end", 48000, "max_length"), ("start", 48000, None), ("end", 56000, "silence")]
+
+
+@pytest.mark.parametrize("signal", [np.zeros(3 * RATE, np.float32), np.full(3 * RATE, 0.2, np.float32),
+                                    quiet(3.0, level=1e-4)], ids=["digital-silence", "dc-offset", "hiss"])
+def test_silence_dc_and_hiss_are_never_speech(signal):
+    assert boundaries(signal) == []
+
+
+def test_speech_from_the_first_frame_is_found_once_the_floor_settles():
+    # No background heard yet: the floor is learnt from the speech itself, and its quiet syllable dips.
+    got = boundaries(scene(("s", 1.0), ("q", 1.0)))
+    assert [b[0] for b in got] == ["start", "end"] and got[0][1] <= 0.3 * RATE and got[1][1] == 16000 + 3200
+
+
+@pytest.mark.parametrize("field,value", [("threshold_db", float("nan")), ("min_silence_ms", -1), ("frame_ms", 0),
+                                         ("max_utterance_s", float("inf")), ("pad_ms", "200")])
+def test_endpoint_options_are_checked_and_named(field, value):
+    with pytest.raises(StreamError, match=field):
+        EndpointOptions(**{field: value})
+    with pytest.raises(StreamError, match="pad_ms"):
+        EndpointOptions(pad_ms=600, min_silence_ms=500)
+
+
+# ---- streaming equals whole-clip -----------------------------------------------------------
+
+def test_the_export_records_which_models_stream_exactly(stream_export, tiny_export):
+    streaming = Classifier(stream_export, shared_pool=False).manifest.streaming
+    assert all(v["exact"] and v["max_abs_diff"] <= 1e-4 for v in streaming["precisions"].values())
+    assert set(streaming["precisions"]) == {"fp32", "int8", "int8-blocks"} and 20.0 in streaming["chunk_ms"]
+    normalised = Classifier(tiny_export, shared_pool=False)
+    assert not normalised.manifest.streams_exactly("fp32") and "normalisation" in normalised.manifest.streaming["reason"]
+    with pytest.raises(StreamError, match="does not stream its encoder exactly"):
+        normalised.stream(RATE, incremental=True)
+
+
+@pytest.mark.parametrize("chunk", [FRAME, 800, 5333, 10**7], ids=["20ms", "50ms", "333ms", "whole"])
+@pytest.mark.parametrize("exit", [1, 3, 4, "auto"])
+def test_streaming_and_whole_clip_agree_on_every_utterance(stream_export, chunk, exit):
+    c = Classifier(stream_export, shared_pool=False)
+    signal = scene(("q", 0.7), ("s", 1.3), ("q", 0.9), ("s", 0.7), ("q", 0.8))
+    results = feed(c.stream(RATE, exit=exit), signal, chunk)
+    assert len(results) == 2 and all(r.segments_run[:2] == ["encoder", "context"] for r in results)
+    for r in results:
+        whole = c.classify(signal[round(r.start * RATE) : round(r.end * RATE)], RATE, exit=exit)
+        assert r.label == whole.label and r.exit_layer == whole.exit_layer
+        assert r.probabilities == pytest.approx(whole.probabilities, abs=1e-4)
+
+
+def test_a_normalised_model_streams_by_running_everything_at_the_end(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    signal = scene(("q", 0.7), ("s", 1.0), ("q", 0.9))
+    stream = c.stream(RATE, exit=3)
+    assert not stream.incremental
+    [r] = feed(stream, signal, 800)
+    whole = c.classify(signal[round(r.start * RATE) : round(r.end * RATE)], RATE, exit=3)
+    assert r.probabilities == pytest.approx(whole.probabilities, abs=1e-6)
+
+
+def test_pcm_chunks_match_float_chunks(stream_export):
+    c = Classifier(stream_export, shared_pool=False)
+    signal = scene(("q", 0.7), ("s", 1.0), ("q", 0.9))
+    pcm = np.round(signal * 32767).astype(np.int16)
+    [from_float] = feed(c.stream(RATE, exit=4), pcm.astype(np.float32) / 32767, 800)
+    [from_pcm] = feed(c.stream(RATE, exit=4), pcm, 800)
+    assert from_pcm.probabilities == pytest.approx(from_float.probabilities, abs=1e-6)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_other_rates_are_resampled_on_the_fly(stream_export, rate):
+    import soxr
+
+    c = Classifier(stream_export, shared_pool=False)
+    signal = scene(("q", 0.7), ("s", 1.0), ("q", 0.9))
+    [r] = feed(c.stream(rate, exit=4), soxr.resample(signal, RATE, rate), 1000)
+    assert r.start == pytest.approx(0.5, abs=0.03) and r.end == pytest.approx(1.9, abs=0.03)
+
+
+def test_push_to_talk_marks_the_utterance(stream_export):
+    c = Classifier(stream_export, shared_pool=False)
+    first, second = speechlike(0.8, 1), speechlike(0.6, 2)
+    stream = c.stream(RATE, exit=4, endpoint=None)
+    assert stream.accept(first[:5000]) == []
+    [a] = stream.accept(first[5000:], end_of_utterance=True)
+    [b] = stream.accept(second, end_of_utterance=True)
+    assert stream.accept(np.zeros(0, np.float32), end_of_utterance=True) == []  # nothing since the last mark
+    assert (a.start, a.end, a.ended_by) == (0.0, first.size / RATE, "marked") and b.start == a.end
+    assert a.probabilities == pytest.approx(c.classify(first, RATE, exit=4).probabilities, abs=1e-4)
+    assert b.probabilities == pytest.approx(c.classify(second, RATE, exit=4).probabilities, abs=1e-4)
+
+
+def test_a_marked_end_closes_the_utterance_the_endpointer_opened(stream_export):
+    c = Classifier(stream_export, shared_pool=False)
+    stream = c.stream(RATE, exit=1)
+    stream.accept(quiet(0.5))
+    [r] = stream.accept(speechlike(0.6), end_of_utterance=True)
+    assert r.ended_by == "marked" and r.end == pytest.approx(1.1) and r.endpoint_delay_ms == 0
+
+
+def test_a_stream_plan_does_not_count_the_encoder_it_already_ran(stream_export):
+    from edge_ser.profile import DeviceProfile, SegmentCost
+
+    costs = {"encoder": 100, "context": 1, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
+             "exit_01": 1, "exit_03": 1, "exit_04": 1}
+    profile = DeviceProfile("tiny-stream", "fp32", 1, segments={
+        name: SegmentCost([0.0, ms, 0.0], 1.0, 0.0, 1.0) for name, ms in costs.items()})
+    c = Classifier(stream_export, profile=profile, shared_pool=False)
+    # 1 s to exit 3 at a fixed exit: context 1 + blocks 30 + head 1 = 32 ms once the encoder has run
+    assert c.plan(1.0, budget_ms=32, exit=3, done=1).last_exit == 3
+    assert c.plan(1.0, budget_ms=31.99, exit=3, done=1).last_exit == 1
+    assert c.plan(1.0, budget_ms=32, exit=3).last_exit == 1  # a whole clip pays the encoder too
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk,message", [
+    (np.array([0.1, np.nan], np.float32), "NaN or infinite"),
+    (np.array([0.1, np.inf]), "NaN or infinite"),
+    (np.zeros((100, 2), np.float32), "mono"),
+    (np.zeros(100, np.uint8), "dtype uint8"),
+    (np.zeros(100, np.complex64), "dtype complex64"),
+    (np.array(["a", "b"]), "dtype <U1"),
+])
+def test_a_bad_chunk_is_refused_and_the_stream_goes_on(stream_export, chunk, message):
+    c = Classifier(stream_export, shared_pool=False)
+    signal = scene(("q", 0.7), ("s", 1.0), ("q", 0.9))
+    clean = feed(c.stream(RATE, exit=4), signal, 800)
+    stream = c.stream(RATE, exit=4)
+    stream.accept(signal[:16000])
+    with pytest.raises(AudioError, match=message):
+        stream.accept(chunk)
+    rest = feed(stream, signal[16000:], 800)
+    assert [(r.start, r.end, r.label) for r in rest] == [(r.start, r.end, r.label) for r in clean]
+
+
+def test_rate_changes_and_accept_after_flush_are_refused(stream_export):
+    stream = Classifier(stream_export, shared_pool=False).stream(RATE)
+    with pytest.raises(AudioError, match="16000 Hz.*44100"):
+        stream.accept(np.zeros(100, np.float32), sample_rate=44100)
+    stream.accept(np.zeros(100, np.float32), sample_rate=RATE)
+    assert stream.flush() == [] and stream.flush() == []
+    with pytest.raises(StreamError, match="accept after flush"):
+        stream.accept(np.zeros(100, np.float32))
+    with pytest.raises(StreamError, match="sample_rate"):
+        Classifier(stream_export, shared_pool=False).stream(0)
+
+
+# ---- memory and threads --------------------------------------------------------------------
+
+def test_memory_stays_bounded_over_a_long_feed(stream_export):
+    c = Classifier(stream_export, shared_pool=False)
+    options = EndpointOptions(max_utterance_s=2.0)
+    stream = c.stream(RATE, exit=1, endpoint=options)
+    block = scene(("s", 3.1), ("q", 0.9), ("s", 0.5), ("q", 1.0))  # 5.5 s: one cut, two pauses
+    found, largest = 0, 0
+    for _ in range(12):  # 66 s
+        for offset in range(0, block.size, 1600):
+            found += len(stream.accept(block[offset : offset + 1600]))
+            held = stream._recent.data.size
+            if stream._utterance is not None:
+                encoder = stream._utterance.encoder
+                held += encoder._pending.size + sum(f.shape[1] for f in encoder._frames) * 32
+            largest = max(largest, held)
+    assert found == 12 * 3  # per block: speech cut at 2 s, its 1.1 s rest, the short burst
+    assert stream._recent.capacity <= stream.endpointer.lookback_samples + MAX_PIECE_SECONDS * RATE + 2 * FRAME
+    assert largest < 2 * RATE + 2.0 * RATE / FRAME * 32  # a look-back plus one max-length utterance's frames
+
+
+def test_several_streams_share_one_classifier(stream_export):
+    c = Classifier(stream_export, shared_pool=False)
+    signals = [scene(("q", 0.5), ("s", 0.8 + 0.1 * i), ("q", 0.8)) for i in range(4)]
+    expected = [[r.probabilities for r in feed(c.stream(RATE, exit=4), s, 800)] for s in signals]
+    got: dict[int, list] = {}
+
+    def run(i):
+        got[i] = [r.probabilities for r in feed(c.stream(RATE, exit=4), signals[i], 800)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(4)] == expected and all(len(e) == 1 for e in expected)
+    assert set(expected[0][0]) == set(TINY_LABELS)
+
+
+def test_check_streaming_finds_a_chunk_dependent_encoder(stream_export, monkeypatch):
+    c = Classifier(stream_export, shared_pool=False)
+    assert check_streaming(c)["exact"]
+    original = c.engine.run
+
+    def clip_dependent(segment, value):  # what group normalisation over time does: output depends on the chunk
+        out = original(segment, value)
+        return out - out.mean(axis=1, keepdims=True) if segment.kind == "encoder" else out
+
+    monkeypatch.setattr(c.engine, "run", clip_dependent)
+    verdict = check_streaming(c)
+    assert not verdict["exact"] and "differs from whole-clip" in verdict["reason"]
