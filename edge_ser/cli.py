@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .listen import PCM_FORMATS
 from .manifest import RUN_PRECISIONS
-from .units import parse_duration_ms, parse_seconds, parse_size_mb
+from .units import parse_duration_ms, parse_rate, parse_seconds, parse_size_mb
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 TRAIN_EXTRA = ("pip install -e '.[train]' (without a GPU, first: "
@@ -44,6 +45,28 @@ def _exit_choice(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"--exit takes a layer number or 'auto', got {text!r}")
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What classify and listen share: the model, its precision and the budgets."""
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped demo model)")
+    p.add_argument("--budget", type=_typed(parse_duration_ms), metavar="TIME",
+                   help="latency budget per clip, window or utterance, e.g. 50ms, 0.2s")
+    p.add_argument("--memory", type=_typed(parse_size_mb), metavar="SIZE",
+                   help="memory budget for the model's segments, e.g. 120MB")
+    p.add_argument("--exit", type=_exit_choice, default="auto", metavar="N|auto",
+                   help="run to exit layer N, or 'auto' for adaptive early exit (default)")
+    p.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
+                   help="adaptive stop rule (default: the model's, max_prob)")
+    p.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
+                   help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
+    p.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
+                   "MODEL/profile.PRECISION.yaml for the others, if present)")
+    p.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--provider", action="append", metavar="NAME",
+                   help="onnxruntime execution provider, repeatable, in order of preference "
+                        "(e.g. CUDAExecutionProvider on a Jetson); default CPUExecutionProvider")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-ser",
@@ -58,27 +81,42 @@ def build_parser() -> argparse.ArgumentParser:
         "decoding is reported apart. Without a device profile (edge-ser calibrate), budgets are planned from "
         "this run's own measurements and flagged as estimates."))
     c.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, ogg, mp3 ...)")
-    c.add_argument("--model", type=Path, help="model directory (default: the shipped demo model)")
-    c.add_argument("--budget", type=_typed(parse_duration_ms), metavar="TIME",
-                   help="latency budget per clip (or per window), e.g. 50ms, 0.2s")
-    c.add_argument("--memory", type=_typed(parse_size_mb), metavar="SIZE",
-                   help="memory budget for the model's segments, e.g. 120MB")
-    c.add_argument("--exit", type=_exit_choice, default="auto", metavar="N|auto",
-                   help="run to exit layer N, or 'auto' for adaptive early exit (default)")
-    c.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
-                   help="adaptive stop rule (default: the model's, max_prob)")
-    c.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
-                   help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
-    c.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
-                   "MODEL/profile.PRECISION.yaml for the others, if present)")
-    c.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
+    _add_run_options(c)
     c.add_argument("--window", type=_typed(parse_seconds), default=10.0, metavar="TIME",
                    help="longer audio is classified in windows of this length (default 10s)")
-    c.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default: one per core)")
-    c.add_argument("--provider", action="append", metavar="NAME",
-                   help="onnxruntime execution provider, repeatable, in order of preference "
-                        "(e.g. CUDAExecutionProvider on a Jetson); default CPUExecutionProvider")
     c.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+
+    li = sub.add_parser("listen", help="classify live audio: raw PCM on stdin, a file as if live, or a microphone",
+                        description=(
+        "Find utterances in live audio and print one line per utterance as it ends (JSON with --json): start, end, "
+        "label, probabilities, exit, latency after the end of the utterance, budget met. Budgets cover the work "
+        "after the end of an utterance is decided. Example: arecord -t raw -f S16_LE -r 16000 -c 1 | "
+        "edge-ser listen - --rate 16000 --budget 50ms --json. Ends at the end of input, on Ctrl-C or SIGTERM, "
+        "classifying the utterance in progress first."))
+    li.add_argument("source", nargs="?", help="'-' for raw PCM on standard input, or an audio file")
+    li.add_argument("--device", metavar="NAME", help="a microphone (needs the mic extra: pip install 'edge-ser[mic]')")
+    li.add_argument("--rate", type=_typed(parse_rate), default=16000,
+                    help="sample rate of stdin or the microphone in Hz (default 16000; files carry their own)")
+    li.add_argument("--format", choices=list(PCM_FORMATS), default="s16le",
+                    help="raw PCM layout on stdin, mono, little-endian (default s16le, as arecord -f S16_LE)")
+    li.add_argument("--realtime", action="store_true", help="read a file at the pace it would be heard")
+    li.add_argument("--chunk", type=_typed(parse_duration_ms), default=20.0, metavar="TIME",
+                    help="how much audio to read at a time (default 20ms)")
+    _add_run_options(li)
+    ep = li.add_argument_group("endpointing (an energy detector; see README, Live audio)")
+    ep.add_argument("--threshold", type=float, default=10.0, metavar="DB",
+                    help="speech is this many dB above the noise floor (default 10)")
+    ep.add_argument("--min-speech", type=_typed(parse_duration_ms), default=120.0, metavar="TIME",
+                    help="shortest speech that starts an utterance (default 120ms)")
+    ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=500.0, metavar="TIME",
+                    help="silence that ends an utterance (default 500ms)")
+    ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=10000.0, metavar="TIME",
+                    help="longer speech is cut here and goes on as a new utterance (default 10s)")
+    ep.add_argument("--pad", type=_typed(parse_duration_ms), default=200.0, metavar="TIME",
+                    help="audio kept before and after the speech (default 200ms; at most --min-silence)")
+    ep.add_argument("--push-to-talk", action="store_true",
+                    help="no detector: the whole input is one utterance, cut only at --max-utterance")
+    li.add_argument("--json", action="store_true", help="one JSON object per utterance on stdout")
 
     i = sub.add_parser("info", help="describe a model directory")
     i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
@@ -185,16 +223,27 @@ def _format_row(r) -> str:
     return f"{r.label:<14} {conf:>5.2f} {r.exit_layer:>4} {r.latency_ms:>9.1f} {r.stopped_by:<10} {budget}"
 
 
+def build_classifier(args):
+    from .classifier import Classifier
+
+    return Classifier(args.model, profile=_default_profile(args), precision=args.precision, threads=args.threads,
+                      providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0))
+
+
+def cmd_listen(args) -> int:
+    from .listen import cmd_listen as listen
+
+    return listen(args, build_classifier)
+
+
 def cmd_classify(args) -> int:
     from tqdm import tqdm
 
     from .audio import AudioError
-    from .classifier import BudgetError, Classifier
+    from .classifier import BudgetError
 
     files = expand_paths(args.paths)
-    classifier = Classifier(args.model, profile=_default_profile(args), precision=args.precision,
-                            threads=args.threads, providers=args.provider, measure=args.measure,
-                            window_seconds=args.window)
+    classifier = build_classifier(args)
     failures = refused = 0
     if not args.json:
         print(f"{'file':<28} {'label':<14} {'p':>5} {'exit':>4} {'ms':>9} {'stopped':<10} budget")
@@ -291,7 +340,7 @@ def cmd_calibrate(args) -> int:
 
 # ---- dispatch -----------------------------------------------------------------------------
 
-DEVICE_COMMANDS = {"classify": cmd_classify, "info": cmd_info, "calibrate": cmd_calibrate}
+DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_info, "calibrate": cmd_calibrate}
 
 
 def _torch_command(name: str):
@@ -304,9 +353,7 @@ def _torch_command(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .audio import AudioError
-    from .classifier import BudgetError
-    from .manifest import ManifestError
+    from .errors import BudgetError, EdgeSerError
 
     try:
         handler = DEVICE_COMMANDS.get(args.command) or _torch_command(args.command)
@@ -314,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except BudgetError as err:
         print(f"edge-ser: {err}", file=sys.stderr)
         return 3
-    except (CliError, ManifestError, AudioError, ValueError, FileNotFoundError) as err:
+    except (CliError, EdgeSerError, ValueError, FileNotFoundError) as err:
         print(f"edge-ser: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

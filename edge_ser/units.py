@@ -30,3 +30,13 @@ def parse_size_mb(text: str) -> float:
 
 def parse_seconds(text: str) -> float:
     return parse_duration_ms(text if re.search(r"[a-zA-Z]", text) else text + "s") / 1000.0
+
+
+def parse_rate(text: str) -> int:
+    """'16000' or '16k' -> 16000: a sample rate in Hz, a whole number from 1000 to 768000."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(k?)(?:hz)?\s*", text, flags=re.IGNORECASE)
+    value = float(match.group(1)) * (1000 if match.group(2) else 1) if match else None
+    if value is None or value != int(value) or not 1000 <= value <= 768_000:
+        raise ValueError(f"cannot read {text!r} as a sample rate: use a whole number of Hz from 1000 to 768000, "
+                         "e.g. 16000 or 16k")
+    return int(value)

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import TINY_LABELS, write_tone
@@ -102,3 +103,97 @@ def test_training_commands_explain_the_extra_when_torch_is_missing():
     blocker = "import sys; sys.modules['torch'] = None\n" + TORCH_FREE
     r = run("train", "cfg.yaml", code=blocker)
     assert r.returncode == 2 and "needs the training extra" in r.stderr and "pip install" in r.stderr
+
+
+# ---- listen ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scene_pcm():
+    """0.7 s quiet, 1.2 s speech-like, 0.9 s quiet, 0.8 s speech-like, 0.3 s quiet: s16le bytes."""
+    from conftest import quiet, speechlike
+
+    signal = np.concatenate([quiet(0.7), speechlike(1.2, 1), quiet(0.9, 1), speechlike(0.8, 2), quiet(0.3, 2)])
+    return signal, np.round(signal * 32767).astype("<i2").tobytes()
+
+
+def listen(*args, data: bytes = b""):
+    return subprocess.run([sys.executable, "-c", TORCH_FREE, "listen", *map(str, args)], input=data,
+                          capture_output=True, timeout=120)
+
+
+def test_listen_reads_pcm_from_stdin_and_writes_json_lines(stream_export, scene_pcm):
+    signal, pcm = scene_pcm
+    r = listen("-", "--model", stream_export, "--json", "--budget", "5s", "--exit", "3", data=pcm)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [(d["start"], d["end"], d["ended_by"]) for d in lines] == [(0.5, 2.1, "silence"), (2.6, 3.9, "marked")]
+    assert all(d["exit_layer"] == 3 and d["budget_met"] and d["label"] in TINY_LABELS for d in lines)
+    assert b"HEAVY:\n" in r.stderr
+    from edge_ser import Classifier
+
+    whole = Classifier(stream_export, shared_pool=False).classify(signal[8000:33600], 16000, exit=3)
+    assert lines[0]["probabilities"] == pytest.approx(whole.probabilities, abs=1e-4)
+
+
+def test_listen_keeps_what_it_printed_when_stdin_ends_mid_sample(stream_export, scene_pcm):
+    r = listen("-", "--model", stream_export, data=scene_pcm[1] + b"\x01")
+    assert r.returncode == 1 and len(r.stdout.decode().splitlines()) == 2
+    assert b"ended mid-sample (1 stray byte" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_listen_reports_a_nan_chunk_and_goes_on(stream_export, scene_pcm):
+    signal, _ = scene_pcm
+    floats = signal.astype("<f4")
+    floats[100] = np.nan  # in the first 20 ms chunk, before any speech
+    r = listen("-", "--model", stream_export, "--format", "f32le", data=floats.tobytes())
+    assert r.returncode == 1 and len(r.stdout.decode().splitlines()) == 2
+    assert r.stderr.count(b"NaN or infinite") == 1 and b"Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "give one source"), (("-", "--rate", "0"), "sample rate"), (("-", "--min-silence", "100ms"), "pad_ms"),
+    (("-", "--realtime"), "--realtime"), (("missing.wav",), "no such file"), (("-", "--exit", "2"), "no exit at layer 2"),
+])
+def test_listen_refuses_bad_arguments_in_one_line(stream_export, args, message):
+    r = listen(*args, "--model", stream_export)
+    assert r.returncode == 2 and message in r.stderr.decode() and b"Traceback" not in r.stderr
+
+
+def test_listen_plays_a_file_in_real_time(stream_export, scene_pcm, tmp_path):
+    import soundfile as sf
+
+    path = tmp_path / "scene.wav"
+    sf.write(path, scene_pcm[0][: 16000 * 2], 16000)  # 2 s: one utterance, ended by the end of the file
+    import time
+
+    began = time.monotonic()
+    r = listen(path, "--model", stream_export, "--realtime", "--exit", "1")
+    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 1
+    assert time.monotonic() - began >= 2.0
+
+
+def test_listen_flushes_the_utterance_in_progress_on_interrupt(stream_export, scene_pcm):
+    import signal as signals
+    import time
+
+    signal, _ = scene_pcm
+    speech = np.round(signal[: int(1.5 * 16000)] * 32767).astype("<i2").tobytes()  # still speaking at the end
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE, "listen", "-", "--model", str(stream_export),
+                                 "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdin.write(speech)
+        proc.stdin.flush()
+        time.sleep(3.0)  # let it read and start the utterance
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        [line] = out.decode().splitlines()
+        assert json.loads(line)["ended_by"] == "marked" and b"interrupted" in err and b"Traceback" not in err
+
+
+def test_listen_stops_quietly_when_its_reader_leaves(stream_export, scene_pcm, tmp_path):
+    raw = tmp_path / "scene.raw"
+    raw.write_bytes(scene_pcm[1] * 3)
+    command = f"{sys.executable} -m edge_ser.cli listen - --model {stream_export} < {raw} | head -n 1"
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr and "Broken pipe" not in r.stderr
