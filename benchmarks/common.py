@@ -1,9 +1,11 @@
 """Helpers for benchmarks: interleaved timing (fair on a noisy shared machine), machine description, output."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -39,8 +41,14 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
     return {name: np.array(t) for name, t in times.items()}
 
 
+def provenance() -> dict:
+    """What a results file records about its own making: the command, the machine and the date."""
+    return {"command": " ".join(["python"] + sys.argv), "machine": machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def save(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data | {"machine": machine()}, indent=1, default=float))
+    path.write_text(json.dumps(data | provenance(), indent=1, default=float))
     return path

@@ -309,6 +309,10 @@ def cmd_info(args) -> int:
         print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold'):.3f}: dev UAR "
               f"{100 * rule['dev_uar']:.1f}% vs {100 * rule['full_uar']:.1f}% at full depth, "
               f"{100 * rule['compute_share']:.0f}% of full-depth compute (mean exit {rule['mean_exit_layer']:.1f})")
+    exact = [p for p, v in (manifest.streaming.get("precisions") or {}).items() if v.get("exact")]
+    print("  streaming   " + (f"the encoder runs while audio arrives (checked exact at {', '.join(exact)})" if exact else
+                              f"the encoder runs at the end of each utterance "
+                              f"({manifest.streaming.get('reason') or 'no streaming check in this manifest'})"))
     for key, value in manifest.provenance.items():
         print(f"  {key:<11} {value}")
     return 0
