@@ -2,7 +2,7 @@
 
 espeak-ng sentences (8 voices, random rates and levels from -26 to -14 dBFS) with pauses of 0.8-2.5 s,
 in digital silence and in pink noise at several SNRs; the endpointer runs with its default settings
-(as `edge-ser listen` does) and each true utterance is counted as found, split, merged or missed
+(as `edge-ser listen` does), and with a lower threshold for noisy rooms; each true utterance is counted as found, split, merged or missed
 (benchmarks/speech.py:score), with false alarms and the median start/end error of found utterances.
 
     apt-get install espeak-ng
@@ -19,15 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 from speech import RATE, lay_out, score, utterances  # noqa: E402
 
-from edge_ser.endpoint import DEFAULT_ENDPOINT, Endpointer  # noqa: E402
+from edge_ser.endpoint import DEFAULT_ENDPOINT, EndpointOptions, Endpointer  # noqa: E402
 
 SNRS = (None, 30, 20, 10, 5, 0)
+THRESHOLDS_DB = (DEFAULT_ENDPOINT.threshold_db, 6.0)
 RECORDINGS = 3
 PER_RECORDING = 40
 
 
-def detect(audio: np.ndarray) -> list[tuple[int, int]]:
-    endpointer = Endpointer(DEFAULT_ENDPOINT, RATE)
+def detect(audio: np.ndarray, options: EndpointOptions) -> list[tuple[int, int]]:
+    endpointer = Endpointer(options, RATE)
     frame, spans, start = endpointer.frame_samples, [], None
     for k in range(0, audio.size - frame + 1, frame):
         for b in endpointer.step(audio[k : k + frame]):
@@ -44,12 +45,21 @@ def detect(audio: np.ndarray) -> list[tuple[int, int]]:
 def main() -> None:
     clips = [utterances(PER_RECORDING, seed=r) for r in range(RECORDINGS)]
     rows = {}
+    for threshold in THRESHOLDS_DB:
+        options = EndpointOptions(threshold_db=threshold)
+        rows[f"threshold {threshold:g} dB"] = by_snr(clips, options)
+    save("endpoint", {"options": DEFAULT_ENDPOINT.__dict__, "recordings": RECORDINGS, "utterances_each": PER_RECORDING,
+                      "noise": "pink", "rows": rows})
+
+
+def by_snr(clips: list[list[np.ndarray]], options: EndpointOptions) -> dict:
+    rows = {}
     for snr in SNRS:
         total: dict[str, float] = {}
         start_err, end_err = [], []
         for r, recording_clips in enumerate(clips):
             rec = lay_out(recording_clips, snr, seed=r)
-            found = detect(rec.audio)
+            found = detect(rec.audio, options)
             for key, value in score(rec.truth, found).items():
                 total[key] = total.get(key, 0) + value
             for t in rec.truth:
@@ -60,10 +70,9 @@ def main() -> None:
         total["median_start_ms"] = float(np.median(start_err)) if start_err else None
         total["median_end_ms"] = float(np.median(end_err)) if end_err else None
         rows["clean" if snr is None else f"{snr} dB"] = total
-        print(f"{'clean' if snr is None else f'{snr} dB':>6}: " + ", ".join(
+        print(f"threshold {options.threshold_db:g} dB, {'clean' if snr is None else f'{snr} dB':>6}: " + ", ".join(
             f"{k} {v:.0f}" if isinstance(v, (int, float)) else f"{k} -" for k, v in total.items()), flush=True)
-    save("endpoint", {"options": DEFAULT_ENDPOINT.__dict__, "recordings": RECORDINGS, "utterances_each": PER_RECORDING,
-                      "noise": "pink", "by_snr": rows})
+    return rows
 
 
 if __name__ == "__main__":

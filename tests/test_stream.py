@@ -257,3 +257,27 @@ def test_check_streaming_finds_a_chunk_dependent_encoder(stream_export, monkeypa
     monkeypatch.setattr(c.engine, "run", clip_dependent)
     verdict = check_streaming(c)
     assert not verdict["exact"] and "differs from whole-clip" in verdict["reason"]
+
+
+def test_manifest_versions_and_segment_kinds_are_checked(stream_export, tmp_path):
+    import shutil
+
+    import yaml
+
+    from edge_ser import ManifestError
+    from edge_ser.manifest import load_manifest
+
+    target = tmp_path / "m"
+    shutil.copytree(stream_export, target)
+    raw = yaml.safe_load((target / "manifest.yaml").read_text())
+    for version, ok in ((1, True), (2, True), (3, False)):
+        (target / "manifest.yaml").write_text(yaml.safe_dump(raw | {"format_version": version}))
+        if ok:
+            assert load_manifest(target).format_version == version
+        else:
+            with pytest.raises(ManifestError, match="format version 3; this runtime reads versions 1, 2"):
+                load_manifest(target)
+    raw["chain"][1]["kind"] = "mystery"
+    (target / "manifest.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match="unknown kind 'mystery'"):
+        load_manifest(target)
