@@ -281,3 +281,46 @@ def test_manifest_versions_and_segment_kinds_are_checked(stream_export, tmp_path
     (target / "manifest.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ManifestError, match="unknown kind 'mystery'"):
         load_manifest(target)
+
+
+def test_microphone_chunks_flow_through_sounddevice(monkeypatch):
+    """The mic path with a stand-in for sounddevice (no PortAudio or microphone here): the callback's blocks
+    arrive in order as mono float32, and the device, rate and block size asked for are the ones passed on."""
+    import sys
+    import types
+
+    from edge_ser.listen import mic_chunks
+
+    opened = {}
+
+    class FakeInputStream:
+        def __init__(self, device, channels, samplerate, dtype, blocksize, callback):
+            opened.update(device=device, channels=channels, samplerate=samplerate, dtype=dtype, blocksize=blocksize)
+            self.callback = callback
+
+        def __enter__(self):
+            status = types.SimpleNamespace(input_overflow=False)
+            for k in range(3):
+                self.callback(np.full((opened["blocksize"], 1), k, np.float32), opened["blocksize"], None, status)
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.SimpleNamespace(InputStream=FakeInputStream, PortAudioError=RuntimeError)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    chunks = mic_chunks("USB Audio", 16000, 0.02)
+    got = [next(chunks) for _ in range(3)]
+    assert opened == {"device": "USB Audio", "channels": 1, "samplerate": 16000, "dtype": "float32", "blocksize": 320}
+    assert [c.tolist() for c in got] == [[float(k)] * 320 for k in range(3)]
+
+
+def test_a_missing_mic_extra_is_one_clear_error(monkeypatch):
+    import sys
+
+    from edge_ser import EdgeSerError
+    from edge_ser.listen import mic_chunks
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
+    with pytest.raises(EdgeSerError, match=r"mic extra.*pip install 'edge-ser\[mic\]'"):
+        next(mic_chunks("default", 16000, 0.02))
