@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how much audio to read at a time (default 20ms)")
     _add_run_options(li)
     ep = li.add_argument_group("endpointing (an energy detector; see README, Live audio)")
-    ep.add_argument("--threshold", type=float, default=10.0, metavar="DB",
-                    help="speech is this many dB above the noise floor (default 10)")
+    ep.add_argument("--threshold", type=float, default=6.0, metavar="DB",
+                    help="speech is this many dB above the noise floor (default 6)")
     ep.add_argument("--min-speech", type=_typed(parse_duration_ms), default=120.0, metavar="TIME",
                     help="shortest speech that starts an utterance (default 120ms)")
     ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=500.0, metavar="TIME",

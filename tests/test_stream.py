@@ -324,3 +324,13 @@ def test_a_missing_mic_extra_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
     with pytest.raises(EdgeSerError, match=r"mic extra.*pip install 'edge-ser\[mic\]'"):
         next(mic_chunks("default", 16000, 0.02))
+
+
+@pytest.mark.parametrize("above_db,speech", [(6.01, True), (5.99, False)])
+def test_a_frame_is_speech_from_threshold_db_over_the_floor(above_db, speech):
+    endpointer = Endpointer(DEFAULT_ENDPOINT, RATE)
+    square = np.resize(np.array([1.0, -1.0], np.float32), FRAME)
+    heard = [endpointer.is_speech(0.01 * square) for _ in range(10)]  # -40 dBFS: the floor
+    assert heard == [True] + [False] * 9  # before any audio the floor is silence_dbfs (-55)
+    assert endpointer.is_speech(0.01 * 10 ** (above_db / 20) * square) is speech
+    assert not endpointer.is_speech(10 ** (-56 / 20) * square)  # below silence_dbfs, whatever the floor
