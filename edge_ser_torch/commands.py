@@ -99,7 +99,7 @@ def cmd_export(args) -> int:
         from .train import load_checkpoint
 
         model, config, labels, state = load_checkpoint(args.checkpoint)
-        provenance |= {"checkpoint": str(args.checkpoint), "base": config.model.base or f"random {config.model.family}",
+        provenance |= {"checkpoint": str(args.checkpoint), "base": os.path.relpath(config.model.base) if config.model.base else f"random {config.model.family}",
                        "data": os.path.relpath(os.path.normpath(config.data.manifest or config.data.demos_dir)),
                        "trained_epochs": state.get("epoch"), "trained_on": state.get("trained_on", "unknown")}
         corpus = args.manifest or config.data.manifest

@@ -334,3 +334,17 @@ def test_a_frame_is_speech_from_threshold_db_over_the_floor(above_db, speech):
     assert heard == [True] + [False] * 9  # before any audio the floor is silence_dbfs (-55)
     assert endpointer.is_speech(0.01 * 10 ** (above_db / 20) * square) is speech
     assert not endpointer.is_speech(10 ** (-56 / 20) * square)  # below silence_dbfs, whatever the floor
+
+
+def test_the_shipped_demo_streams_exactly_and_agrees_with_whole_clips():
+    import soundfile as sf
+
+    from edge_ser.classifier import DEFAULT_MODEL
+
+    c = Classifier(DEFAULT_MODEL, precision="int8", shared_pool=False)
+    assert c.manifest.streams_exactly("fp32") and c.manifest.streams_exactly("int8")
+    sample, rate = sf.read(DEFAULT_MODEL / "samples" / "easy_high-rising.wav", dtype="float32")
+    signal = np.concatenate([quiet(0.8), sample, quiet(0.8, 1)])
+    [r] = feed(c.stream(rate, exit=3), signal, 640)
+    whole = c.classify(signal[round(r.start * RATE) : round(r.end * RATE)], RATE, exit=3)
+    assert r.label == whole.label == "high-rising" and r.probabilities == pytest.approx(whole.probabilities, abs=1e-4)
