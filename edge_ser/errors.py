@@ -8,7 +8,12 @@ from __future__ import annotations
 
 
 class EdgeSerError(Exception):
-    """Anything the runtime refuses: bad audio, a bad model directory or profile, a budget nothing fits."""
+    """Anything the runtime refuses: bad audio, a bad model directory or profile, a budget nothing fits.
+
+    results: raised by Stream.accept/flush for one utterance, the results of the chunk's other utterances.
+    """
+
+    results: list = []  # replaced per instance, never mutated
 
 
 class AudioError(EdgeSerError, ValueError):

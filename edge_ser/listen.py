@@ -150,9 +150,11 @@ def cmd_listen(args, build_classifier) -> int:
         try:
             emit(step())
         except BudgetError as err:
+            emit(err.results)  # the chunk's other utterances still count
             refused += 1
             print(f"edge-ser: utterance refused: {err}", file=sys.stderr, flush=True)
         except AudioError as err:
+            emit(err.results)
             problems += 1
             print(f"edge-ser: {err}", file=sys.stderr, flush=True)
 

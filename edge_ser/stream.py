@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
-from .errors import AudioError, StreamError
+from .errors import AudioError, BudgetError, EdgeSerError, StreamError
 
 if TYPE_CHECKING:
     from .classifier import Classifier, Result
@@ -186,6 +186,7 @@ class Stream:
 
             self._resampler = soxr.ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
         self._lock = threading.Lock()
+        self._refused: list[EdgeSerError] = []  # utterances this chunk could not answer (--strict, too short)
         self.closed = False
         if self.incremental:
             classifier.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
@@ -216,7 +217,7 @@ class Stream:
             results = self._take(audio)
             if end_of_utterance:
                 results += self._end_marked()
-            return results
+            return self._deliver(results)
 
     def flush(self) -> list[Result]:
         """End the stream: the utterance in progress (if any) is classified. Later accepts raise StreamError."""
@@ -228,27 +229,37 @@ class Stream:
                 results = self._take(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
             else:
                 results = []
-            return results + self._end_marked()
+            return self._deliver(results + self._end_marked())
+
+    def _deliver(self, results: list[Result | None]) -> list[Result]:
+        """The chunk's results; if an utterance in it was refused, raise that error after the whole chunk has been
+        taken in (so the stream's state stays whole), with the chunk's other results on `error.results`."""
+        results = [r for r in results if r is not None]
+        if self._refused:
+            error, self._refused = self._refused[0], []
+            error.results = results
+            raise error
+        return results
 
     # ---- inside --------------------------------------------------------------------------
 
     def _open(self, start: int) -> _Utterance:
         return _Utterance(start, IncrementalEncoder(self.classifier) if self.incremental else None)
 
-    def _take(self, audio: np.ndarray) -> list[Result]:
-        results: list[Result] = []
+    def _take(self, audio: np.ndarray) -> list[Result | None]:
+        results: list[Result | None] = []
         piece = round(MAX_PIECE_SECONDS * self.rate)
         for offset in range(0, audio.size, piece):
             results += self._take_piece(audio[offset : offset + piece])
         return results
 
-    def _take_piece(self, audio: np.ndarray) -> list[Result]:
+    def _take_piece(self, audio: np.ndarray) -> list[Result | None]:
         buffer = np.concatenate([self._partial, audio])
         whole = buffer.size // self._frame * self._frame
         framed, self._partial = buffer[:whole], buffer[whole:]
         position = self._recent.end
         self._recent.append(framed)
-        results: list[Result] = []
+        results: list[Result | None] = []
         if self.endpointer is None:
             self._feed(self._recent.end)
             if self._recent.end - self._utterance.start >= self._max_samples:
@@ -262,7 +273,7 @@ class Stream:
         self._feed(self._recent.end)
         return results
 
-    def _on(self, boundary: Boundary, now: int) -> list[Result]:
+    def _on(self, boundary: Boundary, now: int) -> list[Result | None]:
         if boundary.kind == "start":
             self._utterance = self._open(boundary.sample)
             self._feed(now)
@@ -276,7 +287,7 @@ class Stream:
         if self._utterance is not None and until > self._utterance.fed:
             self._utterance.feed(self._recent.since(self._utterance.fed, until))
 
-    def _end_marked(self) -> list[Result]:
+    def _end_marked(self) -> list[Result | None]:
         """The app marked an end (or the stream ends): the partial frame joins the utterance, which is classified."""
         tail, self._partial = self._partial, np.zeros(0, np.float32)
         self._recent.append(tail)
@@ -294,9 +305,16 @@ class Stream:
             if self.endpointer is None:  # push-to-talk: the next utterance starts right here
                 self._utterance = self._open(self._recent.end)
 
-    def _finish(self, end: int, reason: str | None, decided_at: int) -> Result:
+    def _finish(self, end: int, reason: str | None, decided_at: int) -> Result | None:
         """Classify the open utterance as [start, end): the budget's clock starts now, when its end is known
-        (at stream position `decided_at`)."""
+        (at stream position `decided_at`). A refusal is kept for _deliver, so that the chunk is taken in whole."""
+        try:
+            return self._classify(end, reason, decided_at)
+        except (BudgetError, AudioError) as error:
+            self._refused.append(error)
+            return None
+
+    def _classify(self, end: int, reason: str | None, decided_at: int) -> Result:
         decided = time.perf_counter()
         self._feed(end)
         utterance, self._utterance = self._utterance, None

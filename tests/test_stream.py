@@ -348,3 +348,25 @@ def test_the_shipped_demo_streams_exactly_and_agrees_with_whole_clips():
     [r] = feed(c.stream(rate, exit=3), signal, 640)
     whole = c.classify(signal[round(r.start * RATE) : round(r.end * RATE)], RATE, exit=3)
     assert r.label == whole.label == "high-rising" and r.probabilities == pytest.approx(whole.probabilities, abs=1e-4)
+
+
+def test_a_strict_refusal_keeps_the_chunks_other_results_and_the_stream_whole(stream_export):
+    from edge_ser import BudgetError
+    from edge_ser.profile import DeviceProfile, SegmentCost
+
+    names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
+    profile = DeviceProfile("tiny-stream", "fp32", 1, segments={
+        name: SegmentCost([0.0, 10.0, 0.0], 1.0, 0.0, 1.0) for name in names})  # 10 ms per second of audio each
+    c = Classifier(stream_export, profile=profile, shared_pool=False)
+    # exit 1 after streaming: context + blocks_00_01 + exit_01 = 30 ms per second of utterance
+    signal = scene(("q", 0.7), ("s", 2.0), ("q", 0.9), ("s", 0.4), ("q", 0.9), ("s", 1.6), ("q", 0.9))
+    stream = c.stream(RATE, exit=1, strict=True, budget_ms=45)  # fits 1.5 s, not 2.4 s or 2.0 s
+    with pytest.raises(BudgetError, match="not even exit 1 fits") as refused:
+        stream.accept(signal[: int(5.0 * RATE)])  # the long utterance (refused) and the short one end in here
+    [short] = refused.value.results
+    assert short.start == pytest.approx(3.4) and short.end == pytest.approx(4.2)
+    with pytest.raises(BudgetError):
+        stream.accept(signal[int(5.0 * RATE) :])  # the last utterance is 2.0 s long with its pads
+    assert stream.flush() == []
+    relaxed = feed(c.stream(RATE, exit=1, budget_ms=45), signal, 800)  # not strict: answered, flagged
+    assert [round(r.end - r.start, 2) for r in relaxed] == [2.4, 0.8, 2.0] and relaxed[0].warning
