@@ -38,14 +38,27 @@ def duration_seconds(path: str | Path) -> float:
         raise AudioError(f"{path}: cannot decode audio ({str(err).strip() or type(err).__name__})") from None
 
 
-def stream_windows(path: str | Path, sample_rate: int, window_seconds: float) -> Iterator[np.ndarray]:
-    """Mono windows of `window_seconds` at `sample_rate`, read block by block: memory stays bounded
-    by about two windows whatever the file's length. A last piece shorter than half a window is
-    appended to the window before it, so no window is too short to classify well."""
-    size = int(window_seconds * sample_rate)
+def window_samples(window_seconds: float, sample_rate: int, samples_per_frame: int) -> int:
+    """A window's length in samples: `window_seconds` rounded to whole encoder frames, so that a stream's
+    frames, computed once for a whole utterance, split at window boundaries exactly as separate windows would."""
+    return max(1, round(window_seconds * sample_rate / samples_per_frame)) * samples_per_frame
+
+
+def window_bounds(total: int, size: int) -> list[tuple[int, int]]:
+    """The one windowing rule, for arrays, files and streams: windows of `size` samples from the start, and a
+    last piece shorter than half a window joins the window before it (no window too short to classify well)."""
+    bounds = [(a, min(a + size, total)) for a in range(0, max(total, 1), size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < size // 2:
+        bounds[-2:] = [(bounds[-2][0], total)]
+    return bounds
+
+
+def stream_windows(path: str | Path, sample_rate: int, size: int) -> Iterator[np.ndarray]:
+    """Mono windows of `size` samples at `sample_rate` by window_bounds' rule, read block by block: memory stays
+    bounded by about two windows whatever the file's length."""
     try:
         info = sf.info(str(path))
-        blocks = sf.blocks(str(path), blocksize=max(1024, int(window_seconds * info.samplerate) // 4),
+        blocks = sf.blocks(str(path), blocksize=max(1024, int(size / sample_rate * info.samplerate) // 4),
                            dtype="float32", always_2d=True)
         stream = None
         if info.samplerate != sample_rate:

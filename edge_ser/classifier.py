@@ -13,11 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 
 import numpy as np
 
-from .audio import AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows
+from .audio import (AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows,
+                    window_bounds, window_samples)
 from .endpoint import DEFAULT_ENDPOINT, EndpointOptions
 from .engine import Engine
 from .errors import BudgetError
@@ -109,6 +109,7 @@ class Classifier:
             raise ValueError(f"{self.model_dir}: this model has no calibrated early-exit thresholds (export it with dev data)")
         self.stop_rule = StopRule.from_policy(self.manifest.policy, measure) if self.manifest.policy else None
         self.window_seconds = window_seconds
+        self.window_samples = window_samples(window_seconds, self.manifest.sample_rate, self.manifest.samples_per_frame)
         self._online = OnlineEstimate()
         self._online_lock = threading.Lock()
 
@@ -199,7 +200,7 @@ class Classifier:
         rate = self.manifest.sample_rate
         decode_ms = None
         if isinstance(audio, (str, Path)):
-            if Path(audio).is_file() and duration_seconds(audio) > self.window_seconds * 1.5:
+            if Path(audio).is_file() and duration_seconds(audio) * rate >= self.window_samples * 1.5:
                 return self._classify_stream(Path(audio), budget_ms, memory_mb, exit, strict)
             start = time.perf_counter()
             samples = decode(audio, rate)
@@ -213,8 +214,8 @@ class Classifier:
                 samples = resample(samples, sample_rate, rate)
             source = None
         samples = check_samples(samples, rate, self.manifest.min_samples)
-        windows = list(self._windows(samples))
-        results = [self._classify_samples(w, budget_ms, memory_mb, exit, strict) for w in windows]
+        results = [self._classify_samples(samples[a:b], budget_ms, memory_mb, exit, strict)
+                   for a, b in window_bounds(samples.size, self.window_samples)]
         result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
         result.decode_ms, result.source = decode_ms, source
         return result
@@ -222,7 +223,7 @@ class Classifier:
     def _classify_stream(self, path: Path, budget_ms, memory_mb, exit, strict) -> Result:
         """A long file, window by window as it is read: only per-window results are kept."""
         results, decode_ms = [], 0.0
-        windows = stream_windows(path, self.manifest.sample_rate, self.window_seconds)
+        windows = stream_windows(path, self.manifest.sample_rate, self.window_samples)
         while True:
             start = time.perf_counter()
             window = next(windows, None)
@@ -234,14 +235,6 @@ class Classifier:
         result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
         result.decode_ms, result.source = decode_ms, str(path)
         return result
-
-    def _windows(self, samples: np.ndarray) -> Iterator[np.ndarray]:
-        """Equal windows of at most window_seconds (views, no copies)."""
-        size = int(self.window_seconds * self.manifest.sample_rate)
-        count = max(1, math.ceil(samples.size / size))
-        bounds = np.linspace(0, samples.size, count + 1).astype(int)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            yield samples[a:b]
 
     def _combine(self, results: list[Result], budget_ms: float | None) -> Result:
         probs = np.mean([[r.probabilities[label] for label in self.manifest.labels] for r in results], axis=0)

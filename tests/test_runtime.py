@@ -104,8 +104,9 @@ def test_adaptive_exit_stops_when_sure(tiny_export):
 def test_long_audio_is_classified_in_windows(tiny_export):
     c = Classifier(tiny_export, window_seconds=2.0, shared_pool=False)
     r = c.classify(clip(5.0), 16000, exit=1)
-    assert len(r.windows) == 3 and r.stopped_by == "windows"
+    assert [w.seconds for w in r.windows] == [2.0, 2.0, 1.0] and r.stopped_by == "windows"  # 1.0 s: half, kept
     assert r.seconds == pytest.approx(5.0)
+    assert [w.seconds for w in c.classify(clip(4.98), 16000, exit=1).windows] == [2.0, 2.98]  # under half: joins
     mean = np.mean([[w.probabilities[k] for k in TINY_LABELS] for w in r.windows], axis=0)
     assert [r.probabilities[k] for k in TINY_LABELS] == pytest.approx(mean.tolist())
 
@@ -166,10 +167,31 @@ def test_long_files_stream_in_windows_with_bounded_memory(tiny_export, tmp_path)
 
     rate = 22050
     path = write_tone(tmp_path / "long.wav", seconds=8.8, rate=rate)
-    windows = list(stream_windows(path, 16000, window_seconds=2.0))
+    windows = list(stream_windows(path, 16000, 32000))
     assert [round(w.size / 16000, 2) for w in windows] == [2.0, 2.0, 2.0, 2.8]  # the 0.8 s tail joins the last
     whole = __import__("soxr").resample(__import__("soundfile").read(path, dtype="float32")[0], rate, 16000)
     assert abs(sum(w.size for w in windows) - whole.size) <= 2
     c = Classifier(tiny_export, window_seconds=2.0, shared_pool=False)
     r = c.classify(path, exit=1)
     assert len(r.windows) == 4 and r.seconds == pytest.approx(8.8, abs=0.01) and r.decode_ms > 0
+
+
+def test_arrays_and_files_are_windowed_by_one_rule(tiny_export, tmp_path):
+    import soundfile as sf
+
+    c = Classifier(tiny_export, window_seconds=2.0, shared_pool=False)
+    samples = clip(8.8, seed=3)
+    path = tmp_path / "long.wav"
+    sf.write(path, samples, 16000, subtype="FLOAT")
+    from_array, from_file = c.classify(samples, 16000, exit=3), c.classify(path, exit=3)
+    assert [w.seconds for w in from_array.windows] == [w.seconds for w in from_file.windows] == [2.0, 2.0, 2.0, 2.8]
+    assert from_array.probabilities == pytest.approx(from_file.probabilities, abs=1e-6)
+
+
+def test_window_bounds_at_the_half_window_boundary():
+    from edge_ser.audio import window_bounds, window_samples
+
+    assert window_bounds(5, 4) == [(0, 5)]  # a 1-sample tail (< 2) joins
+    assert window_bounds(6, 4) == [(0, 4), (4, 6)]  # exactly half a window stands alone
+    assert window_bounds(3, 4) == [(0, 3)] and window_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert window_samples(10.0, 16000, 320) == 160000 and window_samples(3.33, 16000, 320) == 53120  # whole frames
