@@ -216,7 +216,7 @@ class Classifier:
         samples = check_samples(samples, rate, self.manifest.min_samples)
         results = [self._classify_samples(samples[a:b], budget_ms, memory_mb, exit, strict)
                    for a, b in window_bounds(samples.size, self.window_samples)]
-        result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
+        result = results[0] if len(results) == 1 else self.combine_windows(results, budget_ms)
         result.decode_ms, result.source = decode_ms, source
         return result
 
@@ -232,11 +232,12 @@ class Classifier:
                 break
             window = check_samples(window, self.manifest.sample_rate, self.manifest.min_samples)
             results.append(self._classify_samples(window, budget_ms, memory_mb, exit, strict))
-        result = results[0] if len(results) == 1 else self._combine(results, budget_ms)
+        result = results[0] if len(results) == 1 else self.combine_windows(results, budget_ms)
         result.decode_ms, result.source = decode_ms, str(path)
         return result
 
-    def _combine(self, results: list[Result], budget_ms: float | None) -> Result:
+    def combine_windows(self, results: list[Result], budget_ms: float | None) -> Result:
+        """One answer for audio classified window by window: mean probabilities; each window had its own budget."""
         probs = np.mean([[r.probabilities[label] for label in self.manifest.labels] for r in results], axis=0)
         best = int(probs.argmax())
         return Result(

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="shortest speech that starts an utterance (default 120ms)")
     ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=500.0, metavar="TIME",
                     help="silence that ends an utterance (default 500ms)")
-    ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=10000.0, metavar="TIME",
-                    help="longer speech is cut here and goes on as a new utterance (default 10s)")
+    ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=60000.0, metavar="TIME",
+                    help="longer speech is cut here and goes on as a new utterance (default 60s); past the "
+                         "window (10s) an utterance is classified window by window as it arrives")
     ep.add_argument("--pad", type=_typed(parse_duration_ms), default=200.0, metavar="TIME",
                     help="audio kept before and after the speech (default 200ms; at most --min-silence)")
     ep.add_argument("--push-to-talk", action="store_true",

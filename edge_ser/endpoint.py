@@ -7,7 +7,8 @@ within that window, and a pause between words is enough to keep it down during s
 An utterance starts after `min_speech_ms` of consecutive speech frames, `pad_ms` before
 the first of them; it ends after `min_silence_ms` without speech, `pad_ms` after its last
 speech frame. One that reaches `max_utterance_s` is cut there, and speech that goes on
-is a new utterance, so a stream's memory stays bounded whatever it is fed.
+is a new utterance (the stream classifies a long utterance window by window as it
+arrives, so this cut only bounds how many window results one utterance collects).
 
 Why energy and not a voice-activity model: it needs nothing beyond numpy, costs a few
 microseconds a frame, and its rule fits in this docstring. How often it finds, splits,
@@ -33,7 +34,8 @@ class EndpointOptions:
     silence_dbfs: float = -55.0  # never speech below this (digital silence, dither, a muted microphone)
     min_speech_ms: float = 120.0  # shorter bursts (a click, a knock) are not utterances
     min_silence_ms: float = 500.0  # this much non-speech ends an utterance (pauses inside a sentence are shorter)
-    max_utterance_s: float = 10.0  # longer speech is cut here and goes on as a new utterance (bounded memory)
+    max_utterance_s: float = 60.0  # longer speech is cut here and goes on as a new utterance (a long one is
+    # classified window by window as it arrives, as files are; the cut bounds how many window results it holds)
     pad_ms: float = 200.0  # audio kept before the first and after the last speech frame (soft onsets, fading ends)
     frame_ms: float = 20.0  # one decision per frame: the wav2vec2 frame rate
     floor_seconds: float = 5.0  # the noise floor is the quietest frame of this much recent audio
@@ -93,6 +95,12 @@ class Endpointer:
         self._last_speech_end = 0  # end of the last speech frame of the open utterance
         self._speech_in_utterance = False
         self._last_end = 0  # no utterance may start before the previous one ended
+
+    @property
+    def sure_until(self) -> int:
+        """Stream position up to which the open utterance surely extends, whenever it ends (its end is at least
+        its last speech frame plus the pad, or where it is cut or marked)."""
+        return min(self._last_speech_end + self._pad, self.position)
 
     @property
     def lookback_samples(self) -> int:

@@ -16,7 +16,9 @@ receptive field needs, so at the end of an utterance only the last frames, the c
 (positional convolution, which looks over the whole utterance), the blocks up to the exit
 and the head remain: `Result.latency_ms` is that work, from the moment the end is decided,
 and is what a budget covers. Other models keep the utterance's samples and run the whole
-chain at its end (exact, and slower).
+chain at its end (exact, and slower). An utterance longer than the classifier's window is
+classified window by window as its windows become final (audio.window_bounds, the rule
+files and arrays follow), so memory stays bounded and the answer is a file's answer.
 
 A stream is one microphone: its methods may be called from any thread, one call at a time
 (a lock serialises them). Several streams may share one Classifier.
@@ -63,7 +65,9 @@ class IncrementalEncoder:
     """Runs the encoder segment on audio as it arrives; its frames equal a whole-clip run's.
 
     Frame t of the CNN (no padding) reads samples [t*stride, t*stride + receptive). Each call
-    runs the frames whose samples have all arrived and keeps the overlap for the next.
+    runs the frames whose samples have all arrived and keeps the overlap for the next. Frames
+    of windows already classified are dropped (drop_before), so a long utterance holds at
+    most about a window and a half of them.
     """
 
     def __init__(self, classifier: Classifier):
@@ -73,13 +77,12 @@ class IncrementalEncoder:
         self._stride = manifest.samples_per_frame
         self._receptive = manifest.receptive_samples
         self._pending = np.zeros(0, np.float32)  # samples from the next frame's first sample on
-        self._frames: list[np.ndarray] = []  # (1, t, R) pieces
+        self._frames: list[np.ndarray] = []  # (1, t, R) pieces, from frame index `_first` on
+        self._first = 0
         self.frames_done = 0
-        self.samples = 0  # samples received
 
     def push(self, samples: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, samples])
-        self.samples += samples.size
         self._run(self._pending)
 
     def _run(self, available: np.ndarray) -> None:
@@ -90,37 +93,62 @@ class IncrementalEncoder:
         self.frames_done += count
         self._pending = self._pending[count * self._stride :]
 
-    def frames(self, length: int) -> np.ndarray:
-        """All frames of the first `length` samples (at most those received): (1, T, R)."""
-        length = min(length, self.samples)
-        wanted = (length - self._receptive) // self._stride + 1 if length >= self._receptive else 0
-        if self.frames_done < wanted:
-            first = self.frames_done * self._stride  # the sample the next frame starts at
-            self._run(self._pending[: length - first])
-        frames = np.concatenate(self._frames, axis=1) if len(self._frames) > 1 else self._frames[0]
-        self._frames = [frames]
-        return frames[:, :wanted]
+    def _held(self) -> np.ndarray:
+        if len(self._frames) > 1:
+            self._frames = [np.concatenate(self._frames, axis=1)]
+        return self._frames[0]
+
+    def frames_between(self, start: int, end: int) -> np.ndarray:
+        """The frames a whole-clip run on samples [start, end) gives (start a multiple of the stride): (1, T, R)."""
+        first = start // self._stride
+        count = (end - start - self._receptive) // self._stride + 1
+        if self.frames_done < first + count:
+            self._run(self._pending[: end - self.frames_done * self._stride])
+        return self._held()[:, first - self._first : first - self._first + count]
+
+    def drop_before(self, start: int) -> None:
+        """Forget the frames before sample `start` (a multiple of the stride): their window is classified."""
+        first = start // self._stride
+        if self._frames:
+            self._frames = [self._held()[:, first - self._first :]]
+        self._first = first
 
 
 class _Utterance:
-    """The open utterance: its first sample, and either an incremental encoder or its samples."""
+    """The open utterance: where it starts, the audio it has had (as encoder frames, or as samples when the
+    encoder runs at the end), and the windows of it already classified."""
 
     def __init__(self, start: int, encoder: IncrementalEncoder | None):
         self.start = start
         self.fed = start  # stream position up to which it has received audio
         self.encoder = encoder
-        self.pieces: list[np.ndarray] = []
+        self._pieces: list[np.ndarray] = []  # samples from utterance sample `_kept` on (no encoder)
+        self._kept = 0
+        self.window_start = 0  # utterance sample where the first window not yet classified begins
+        self.windows: list[Result] = []
+        self.refused: EdgeSerError | None = None  # a window --strict refused: the utterance is refused
 
     def feed(self, samples: np.ndarray) -> None:
         if samples.size:
             if self.encoder is not None:
                 self.encoder.push(samples)
             else:
-                self.pieces.append(samples)
+                self._pieces.append(samples)
             self.fed += samples.size
 
-    def samples(self, length: int) -> np.ndarray:
-        return np.concatenate(self.pieces)[:length] if self.pieces else np.zeros(0, np.float32)
+    def chain_input(self, classifier: Classifier, start: int, end: int) -> tuple[np.ndarray, int]:
+        """(value, chain segments already run) for classifying utterance samples [start, end)."""
+        if self.encoder is not None:
+            return self.encoder.frames_between(start, end), 1
+        samples = np.concatenate(self._pieces)[start - self._kept : end - self._kept]
+        return classifier.preprocess(samples), 0
+
+    def drop_before(self, start: int) -> None:
+        if self.encoder is not None:
+            self.encoder.drop_before(start)
+        elif self._pieces:
+            self._pieces = [np.concatenate(self._pieces)[start - self._kept :]]
+        self._kept = start
 
 
 class _Recent:
@@ -176,7 +204,7 @@ class Stream:
         frame = self.endpointer.frame_samples if self.endpointer else manifest.samples_per_frame
         lookback = self.endpointer.lookback_samples if self.endpointer else 0
         self._frame = frame
-        self._max_samples = round((endpoint.max_utterance_s if endpoint else classifier.window_seconds) * self.rate)
+        self._max_samples = round((endpoint or DEFAULT_ENDPOINT).max_utterance_s * self.rate)
         self._recent = _Recent(lookback + round(MAX_PIECE_SECONDS * self.rate) + 2 * frame)
         self._partial = np.zeros(0, np.float32)  # samples short of a whole endpointer frame
         self._utterance: _Utterance | None = None if self.endpointer else self._open(0)
@@ -262,6 +290,7 @@ class Stream:
         results: list[Result | None] = []
         if self.endpointer is None:
             self._feed(self._recent.end)
+            self._classify_whole_windows(self._recent.end)
             if self._recent.end - self._utterance.start >= self._max_samples:
                 end = self._recent.end
                 results.append(self._finish(end, "max_length", decided_at=end))
@@ -271,6 +300,7 @@ class Stream:
             for boundary in self.endpointer.step(framed[k : k + self._frame]):
                 results += self._on(boundary, now=position + k + self._frame)
         self._feed(self._recent.end)
+        self._classify_whole_windows(self.endpointer.sure_until)
         return results
 
     def _on(self, boundary: Boundary, now: int) -> list[Result | None]:
@@ -319,21 +349,39 @@ class Stream:
         self._feed(end)
         utterance, self._utterance = self._utterance, None
         length = end - utterance.start
-        classifier = self.classifier
-        rate = self.rate
+        classifier, rate = self.classifier, self.rate
         if length < classifier.manifest.min_samples:
             raise AudioError(f"utterance at {utterance.start / rate:.2f} s is {1000 * length / rate:.0f} ms long; "
                              f"the model needs at least {1000 * classifier.manifest.min_samples / rate:.0f} ms")
-        if utterance.encoder is not None:
-            frames = utterance.encoder.frames(length)
-            result = classifier.run_from(frames, length / rate, done=1, started=decided, **self.options)
-            result.segments_run.insert(0, classifier.manifest.chain[0].name)
-        else:
-            samples = utterance.samples(length)
-            value = classifier.preprocess(samples)
-            result = classifier.run_from(value, length / rate, done=0, started=decided, **self.options)
+        if utterance.refused is not None:
+            raise utterance.refused
+        last = self._run_window(utterance, utterance.window_start, length, decided)
+        result = last
+        if utterance.windows:  # a long utterance, windowed as a file would be; each window had its own budget
+            result = classifier.combine_windows(utterance.windows + [last], self.options["budget_ms"])
+            result.latency_ms = last.latency_ms  # what ran after the end: the last window
         return replace(result, start=utterance.start / rate, end=end / rate, ended_by=reason,
                        endpoint_delay_ms=1000 * (decided_at - end) / rate)
+
+    def _run_window(self, utterance: _Utterance, start: int, end: int, started: float | None = None) -> Result:
+        value, done = utterance.chain_input(self.classifier, start, end)
+        result = self.classifier.run_from(value, (end - start) / self.rate, done=done, started=started, **self.options)
+        if done:
+            result.segments_run.insert(0, self.classifier.manifest.chain[0].name)
+        return result
+
+    def _classify_whole_windows(self, heard_until: int) -> None:
+        """Classify the open utterance's windows that are final: by window_bounds' rule, a window is final once
+        at least half a window follows it, counting only audio that surely belongs to the utterance."""
+        utterance, size = self._utterance, self.classifier.window_samples
+        while utterance is not None and heard_until - utterance.start - utterance.window_start >= size + size // 2:
+            start = utterance.window_start
+            try:
+                utterance.windows.append(self._run_window(utterance, start, start + size))
+            except (BudgetError, AudioError) as error:
+                utterance.refused = utterance.refused or error
+            utterance.window_start = start + size
+            utterance.drop_before(utterance.window_start)
 
 
 def check_streaming(
@@ -363,7 +411,7 @@ def check_streaming(
             incremental = IncrementalEncoder(classifier)
             for offset in range(0, clip.size, step):
                 incremental.push(value[0, offset : offset + step])
-            chunked = classifier.engine.run(context, incremental.frames(clip.size))
+            chunked = classifier.engine.run(context, incremental.frames_between(0, clip.size))
             worst = max(worst, math.inf if chunked.shape != whole.shape else float(np.abs(chunked - whole).max()))
     reason = None
     if manifest.normalize:

@@ -370,3 +370,33 @@ def test_a_strict_refusal_keeps_the_chunks_other_results_and_the_stream_whole(st
     assert stream.flush() == []
     relaxed = feed(c.stream(RATE, exit=1, budget_ms=45), signal, 800)  # not strict: answered, flagged
     assert [round(r.end - r.start, 2) for r in relaxed] == [2.4, 0.8, 2.0] and relaxed[0].warning
+
+
+@pytest.mark.parametrize("seconds", [2.5, 2.49, 0.9], ids=["half-window-tail", "tail-under-half", "one-window"])
+@pytest.mark.parametrize("chunk", [FRAME, 5333])
+def test_a_long_utterance_is_windowed_as_a_file_would_be(stream_export, seconds, chunk):
+    c = Classifier(stream_export, window_seconds=1.0, shared_pool=False)
+    speech = speechlike(seconds, 4)
+    stream = c.stream(RATE, exit=3, endpoint=None)
+    results = [r for k in range(0, speech.size, chunk) for r in stream.accept(speech[k : k + chunk])]
+    [r] = results + stream.accept(np.zeros(0, np.float32), end_of_utterance=True)
+    whole = c.classify(speech, RATE, exit=3)
+    assert [w.seconds for w in r.windows] == [w.seconds for w in whole.windows]
+    assert r.probabilities == pytest.approx(whole.probabilities, abs=1e-4) and r.label == whole.label
+    assert r.latency_ms == (r.windows[-1].latency_ms if r.windows else r.latency_ms)  # only the last ran after the end
+
+
+def test_an_endpointed_long_utterance_is_windowed_and_its_memory_bounded(stream_export):
+    c = Classifier(stream_export, window_seconds=1.0, shared_pool=False)
+    signal = scene(("q", 0.6), ("s", 12.3), ("q", 0.9))
+    stream = c.stream(RATE, exit=1)
+    results, held = [], 0
+    for k in range(0, signal.size, 800):
+        results += stream.accept(signal[k : k + 800])
+        if stream._utterance is not None:
+            held = max(held, sum(f.shape[1] for f in stream._utterance.encoder._frames))
+    [r] = results + stream.flush()
+    whole = c.classify(signal[round(r.start * RATE) : round(r.end * RATE)], RATE, exit=1)
+    assert len(r.windows) == len(whole.windows) == 13  # 12.7 s with its pads: the 0.7 s tail stands alone
+    assert r.probabilities == pytest.approx(whole.probabilities, abs=1e-4)
+    assert held <= 1.5 * 50 + 800 // FRAME + 2  # frames of at most a window and a half, plus one chunk's
