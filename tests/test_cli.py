@@ -35,7 +35,7 @@ def test_classify_prints_a_table_without_importing_torch(tiny_export, clips):
     r = run("classify", clips / "a.wav", "--model", tiny_export, "--budget", "5s")
     assert r.returncode == 0, r.stderr
     row = r.stdout.splitlines()[1]
-    assert row.startswith("a.wav") and any(label in row for label in TINY_LABELS)
+    assert row.startswith("a.wav") and "(no speech)" in row  # a steady tone: the label column says so
     assert "met 5000 ms (est.)" in row
     assert "HEAVY:\n" in r.stderr or r.stderr.rstrip().endswith("HEAVY:"), r.stderr
 
@@ -197,3 +197,14 @@ def test_listen_stops_quietly_when_its_reader_leaves(stream_export, scene_pcm, t
     command = f"{sys.executable} -m edge_ser.cli listen - --model {stream_export} < {raw} | head -n 1"
     r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr and "Broken pipe" not in r.stderr
+
+
+def test_classify_says_no_speech_for_silence(tiny_export, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    r = run("classify", tmp_path / "silence.wav", "--model", tiny_export)
+    assert r.returncode == 0 and "(no speech)" in r.stdout.splitlines()[1]
+    assert "no speech detected: the loudest 20 ms is -140 dBFS" in r.stderr
+    j = json.loads(run("classify", tmp_path / "silence.wav", "--model", tiny_export, "--json").stdout)
+    assert j["speech"] is False and j["label"] in TINY_LABELS

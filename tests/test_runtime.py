@@ -8,11 +8,12 @@ import pytest
 from edge_ser import AudioError, BudgetError, Classifier
 from edge_ser.profile import DeviceProfile, SegmentCost
 
-from conftest import TINY_LABELS, write_tone
+from conftest import TINY_LABELS, speechlike, write_tone
 
 
 def clip(seconds=1.0, seed=0):
-    return np.random.default_rng(seed).standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
+    """Speech-like audio (a steady noise would be flagged as holding no speech)."""
+    return speechlike(seconds, seed, level=0.3)
 
 
 def flat_profile(ms_per_second: dict[str, float], memory: dict[str, float] | None = None) -> DeviceProfile:
@@ -195,3 +196,28 @@ def test_window_bounds_at_the_half_window_boundary():
     assert window_bounds(6, 4) == [(0, 4), (4, 6)]  # exactly half a window stands alone
     assert window_bounds(3, 4) == [(0, 3)] and window_bounds(8, 4) == [(0, 4), (4, 8)]
     assert window_samples(10.0, 16000, 320) == 160000 and window_samples(3.33, 16000, 320) == 53120  # whole frames
+
+
+@pytest.mark.parametrize("name,audio,speech", [
+    ("digital silence", np.zeros(32000, np.float32), False),
+    ("near silence", (1e-4 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), False),
+    ("DC", np.full(32000, 0.3, np.float32), False),
+    ("pure tone", (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32), False),
+    ("steady noise", (0.1 * np.random.default_rng(1).standard_normal(32000)).astype(np.float32), False),
+])
+def test_audio_without_speech_is_reported_as_such(tiny_export, name, audio, speech):
+    r = Classifier(tiny_export, shared_pool=False).classify(audio, 16000, exit=1)
+    assert r.speech is speech and "no speech detected" in r.warning and r.to_dict()["speech"] is False
+
+
+def test_speech_is_not_flagged_and_the_rule_sits_at_threshold_db():
+    from conftest import speechlike
+
+    from edge_ser.endpoint import no_speech
+
+    assert no_speech(speechlike(2.0), 16000) is None
+    square = np.resize(np.array([1.0, -1.0], np.float32), 320)
+    # 10 frames at -40 dBFS and 10 louder: the 95th-10th percentile spread is exactly the step
+    for step_db, flagged in ((6.01, False), (5.99, True)):
+        clip = np.concatenate([0.01 * square] * 10 + [0.01 * 10 ** (step_db / 20) * square] * 10)
+        assert (no_speech(clip, 16000) is not None) is flagged
