@@ -74,6 +74,7 @@ def calibrate_profile(
         model=manifest.name,
         precision=engine.precision,
         threads=engine.threads,
+        fingerprint=manifest.fingerprint(engine.precision),
         quantile=quantile,
         segments={name: fit(samples, memory.get(name, 0.0)) for name, samples in timings.items()},
         preprocess=fit(prep),

@@ -24,6 +24,10 @@ class ManifestError(EdgeSerError, ValueError):
     """The model directory is not usable: a clear one-line reason."""
 
 
+class ProfileError(EdgeSerError, ValueError):
+    """A device profile that cannot be used: corrupt, from another version, or made for another model."""
+
+
 class BudgetError(EdgeSerError, RuntimeError):
     """--strict and not even the first exit fits the budget."""
 

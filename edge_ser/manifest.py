@@ -94,6 +94,13 @@ class Manifest:
     streaming: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
+    def fingerprint(self, precision: str) -> str:
+        """sha256 over the files a run at `precision` uses: what a device profile measured, whatever the name says."""
+        import hashlib
+
+        refs = [s.file_for(precision) for s in self.chain + [e.head for e in self.exits]]
+        return hashlib.sha256("\n".join(f"{r.file} {r.sha256}" for r in refs).encode()).hexdigest()
+
     def streams_exactly(self, precision: str) -> bool:
         """True when the export checked that the encoder, run chunk by chunk, gives whole-clip output at `precision`."""
         entry = (self.streaming.get("precisions") or {}).get(precision) or {}

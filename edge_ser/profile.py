@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-PROFILE_VERSION = 1
+from .errors import ProfileError
+
+PROFILE_VERSION = 2  # 2: profiles carry the fingerprint of the model files they timed
 
 
 @dataclass
@@ -36,6 +38,7 @@ class DeviceProfile:
     model: str
     precision: str
     threads: int
+    fingerprint: str = ""  # Manifest.fingerprint(precision) of the files it timed
     device: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor() or platform.node()}")
     quantile: float = 0.99
     segments: dict[str, SegmentCost] = field(default_factory=dict)  # segment name (chain and heads) -> cost
@@ -45,12 +48,16 @@ class DeviceProfile:
     def predict_ms(self, name: str, seconds: float, high: bool = True) -> float:
         return self.segments[name].predict_ms(seconds, high)
 
-    def check_fits(self, model: str, precision: str) -> None:
-        """A profile times one model at one precision: planning another from it would mis-predict every budget
-        (an int8 profile would make fp32 runs miss theirs)."""
+    def check_fits(self, model: str, precision: str, fingerprint: str | None = None) -> None:
+        """A profile times one model's files at one precision: planning another from it would mis-predict every
+        budget (an int8 profile would make fp32 runs miss theirs; so would a retrained model under the same name)."""
         if self.model != model or self.precision != precision:
-            raise ValueError(f"device profile is for model {self.model!r} at {self.precision}, not {model!r} at "
-                             f"{precision}: run edge-ser calibrate --precision {precision}")
+            raise ProfileError(f"device profile is for model {self.model!r} at {self.precision}, not {model!r} at "
+                               f"{precision}: run edge-ser calibrate --precision {precision}")
+        if fingerprint is not None and self.fingerprint != fingerprint:
+            raise ProfileError(f"device profile for {model!r} timed other model files (fingerprint "
+                               f"{self.fingerprint[:12] or 'missing'}, the model's is {fingerprint[:12]}): "
+                               f"run edge-ser calibrate --precision {precision}")
 
     def save(self, path: str | Path) -> Path:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
@@ -58,13 +65,47 @@ class DeviceProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> DeviceProfile:
-        raw = yaml.safe_load(Path(path).read_text())
+        """Read and check a profile: every field typed and in range, or one ProfileError naming the field."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ProfileError(f"{path}: cannot read the device profile ({str(err).splitlines()[0]})") from None
         if not isinstance(raw, dict) or raw.get("version") != PROFILE_VERSION:
-            raise ValueError(f"{path}: not an edge-ser device profile (version {PROFILE_VERSION})")
-        raw["segments"] = {k: SegmentCost(**v) for k, v in raw["segments"].items()}
-        if raw.get("preprocess"):
-            raw["preprocess"] = SegmentCost(**raw["preprocess"])
-        return cls(**raw)
+            found = raw.get("version") if isinstance(raw, dict) else None
+            raise ProfileError(f"{path}: not an edge-ser device profile of version {PROFILE_VERSION} "
+                               f"(found {found!r}): run edge-ser calibrate again")
+        try:
+            profile = cls(**{k: v for k, v in raw.items() if k not in ("segments", "preprocess")},
+                          segments={k: _cost(v, f"segments.{k}") for k, v in raw["segments"].items()},
+                          preprocess=_cost(raw["preprocess"], "preprocess") if raw.get("preprocess") else None)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise ProfileError(f"{path}: malformed device profile ({err})") from None
+        for name, value, ok in (("model", profile.model, isinstance(profile.model, str)),
+                                ("precision", profile.precision, isinstance(profile.precision, str)),
+                                ("threads", profile.threads, isinstance(profile.threads, int) and profile.threads >= 0),
+                                ("quantile", profile.quantile, _finite(profile.quantile) and 0 < profile.quantile <= 1)):
+            if not ok:
+                raise ProfileError(f"{path}: field {name} is {value!r}; see edge-ser calibrate for what it writes")
+        return profile
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _cost(raw: dict, where: str) -> SegmentCost:
+    """A SegmentCost from YAML, each number finite and in range (a NaN would make every plan 'fit')."""
+    cost = SegmentCost(**raw)
+    checks = (("coefficients", isinstance(cost.coefficients, list) and len(cost.coefficients) == 3
+               and all(_finite(c) for c in cost.coefficients)),
+              ("high_ratio", _finite(cost.high_ratio) and cost.high_ratio >= 1),
+              ("fit_error", _finite(cost.fit_error) and cost.fit_error >= 0),
+              ("memory_mb", _finite(cost.memory_mb) and cost.memory_mb >= 0))
+    for name, ok in checks:
+        if not ok:
+            raise ValueError(f"{where}.{name} is {getattr(cost, name)!r}: three finite coefficients, "
+                             "high_ratio >= 1, fit_error and memory_mb >= 0")
+    return cost
 
 
 def fit_cost(seconds: np.ndarray, ms: np.ndarray, quantile: float, memory_mb: float = 0.0) -> SegmentCost:

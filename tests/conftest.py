@@ -45,6 +45,13 @@ def tiny_export(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+def fingerprint(model_dir: Path, precision: str = "fp32") -> str:
+    """What a device profile of `model_dir` at `precision` must record (calibrate writes it)."""
+    from edge_ser.manifest import load_manifest
+
+    return load_manifest(model_dir).fingerprint(precision)
+
+
 def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: int = 1, freq: float = 220.0) -> Path:
     t = np.arange(int(seconds * rate)) / rate
     audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)

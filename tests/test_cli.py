@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TINY_LABELS, write_tone
+from conftest import TINY_LABELS, fingerprint, write_tone
 
 TORCH_FREE = """
 import sys
@@ -74,7 +74,8 @@ def test_strict_budget_refusal_exits_3(tiny_export, clips, tmp_path):
     from edge_ser.profile import DeviceProfile, SegmentCost
 
     names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
-    profile = DeviceProfile("tiny", "fp32", 1, segments={n: SegmentCost([50.0, 0, 0], 1.0, 0, 1) for n in names})
+    profile = DeviceProfile("tiny", "fp32", 1, segments={n: SegmentCost([50.0, 0, 0], 1.0, 0, 1) for n in names},
+                            fingerprint=fingerprint(tiny_export))
     profile.save(tmp_path / "p.yaml")
     r = run("classify", clips / "a.wav", "--model", tiny_export, "--profile", tmp_path / "p.yaml", "--budget", "10ms", "--strict")
     assert r.returncode == 3 and "not even exit 1 fits" in r.stderr

@@ -8,7 +8,7 @@ import pytest
 from edge_ser import AudioError, BudgetError, Classifier
 from edge_ser.profile import DeviceProfile, SegmentCost
 
-from conftest import TINY_LABELS, speechlike, write_tone
+from conftest import TINY_LABELS, fingerprint, speechlike, write_tone
 
 
 def clip(seconds=1.0, seed=0):
@@ -16,12 +16,12 @@ def clip(seconds=1.0, seed=0):
     return speechlike(seconds, seed, level=0.3)
 
 
-def flat_profile(ms_per_second: dict[str, float], memory: dict[str, float] | None = None) -> DeviceProfile:
+def flat_profile(ms_per_second: dict[str, float], memory: dict[str, float] | None = None, *, model) -> DeviceProfile:
     """A profile whose segments cost exactly ms_per_second * seconds (high_ratio 1)."""
     segments = {
         name: SegmentCost([0.0, rate, 0.0], 1.0, 0.0, (memory or {}).get(name, 1.0)) for name, rate in ms_per_second.items()
     }
-    return DeviceProfile(model="tiny", precision="fp32", threads=1, segments=segments)
+    return DeviceProfile(model="tiny", precision="fp32", threads=1, segments=segments, fingerprint=fingerprint(model))
 
 
 COSTS = {"encoder": 10, "context": 0, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
@@ -50,7 +50,7 @@ def test_exit_3_never_opens_later_files(tiny_export):
 
 
 def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
-    c = Classifier(tiny_export, profile=flat_profile(COSTS), shared_pool=False)
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, model=tiny_export), shared_pool=False)
     # fixed-exit costs for 1 s: exit1 = 21, exit3 = 41, exit4 = 51; adaptive adds the heads on the way
     plan = c.plan(1.0, budget_ms=45, exit=None)
     assert plan.predicted_ms == pytest.approx({1: 21, 3: 42, 4: 53})
@@ -62,7 +62,7 @@ def test_latency_budget_picks_the_deepest_exit_that_fits(tiny_export):
 
 def test_memory_budget_picks_the_deepest_exit_whose_segments_fit(tiny_export):
     memory = {name: 0.0 if name == "context" else 10.0 for name in COSTS}
-    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory), shared_pool=False)
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory, model=tiny_export), shared_pool=False)
     assert c.memory_mb(c.manifest.exit_at(3)) == pytest.approx(40)
     assert c.plan(1.0, memory_mb=45).last_exit == 3
     assert c.plan(1.0, memory_mb=35).last_exit == 1
@@ -72,7 +72,7 @@ def test_memory_budget_picks_the_deepest_exit_whose_segments_fit(tiny_export):
 
 
 def test_nothing_fits_answers_from_the_first_exit_or_refuses_when_strict(tiny_export):
-    c = Classifier(tiny_export, profile=flat_profile(COSTS), shared_pool=False)
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, model=tiny_export), shared_pool=False)
     r = c.classify(clip(), 16000, budget_ms=5)
     assert r.exit_layer == 1 and r.budget_ms == 5
     assert r.warning.startswith("not even exit 1 fits") and r.warning.endswith("answered from exit 1")
@@ -84,7 +84,7 @@ def test_nothing_fits_answers_from_the_first_exit_or_refuses_when_strict(tiny_ex
 def test_anytime_stops_before_a_segment_that_would_break_the_budget(tiny_export):
     # the profile claims blocks_03_04 takes a minute: a run must not start it
     costs = COSTS | {"blocks_03_04": 60_000}
-    c = Classifier(tiny_export, profile=flat_profile(costs), shared_pool=False)
+    c = Classifier(tiny_export, profile=flat_profile(costs, model=tiny_export), shared_pool=False)
     c.plan = lambda *a, **k: dataclasses.replace(Classifier.plan(c, 1.0, exit=4), fits=True)  # a bold plan
     r = c.classify(clip(), 16000, budget_ms=10_000, exit=4)
     assert r.stopped_by == "budget" and "blocks_03_04" not in r.segments_run

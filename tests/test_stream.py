@@ -8,7 +8,7 @@ from edge_ser import AudioError, Classifier, EndpointOptions, StreamError
 from edge_ser.endpoint import DEFAULT_ENDPOINT, Endpointer
 from edge_ser.stream import MAX_PIECE_SECONDS, check_streaming
 
-from conftest import TINY_LABELS, quiet, speechlike
+from conftest import TINY_LABELS, fingerprint, quiet, speechlike
 
 RATE = 16000
 FRAME = 320  # 20 ms
@@ -163,7 +163,7 @@ def test_a_stream_plan_does_not_count_the_encoder_it_already_ran(stream_export):
 
     costs = {"encoder": 100, "context": 1, "blocks_00_01": 10, "blocks_01_03": 20, "blocks_03_04": 10,
              "exit_01": 1, "exit_03": 1, "exit_04": 1}
-    profile = DeviceProfile("tiny-stream", "fp32", 1, segments={
+    profile = DeviceProfile("tiny-stream", "fp32", 1, fingerprint=fingerprint(stream_export), segments={
         name: SegmentCost([0.0, ms, 0.0], 1.0, 0.0, 1.0) for name, ms in costs.items()})
     c = Classifier(stream_export, profile=profile, shared_pool=False)
     # 1 s to exit 3 at a fixed exit: context 1 + blocks 30 + head 1 = 32 ms once the encoder has run
@@ -355,7 +355,7 @@ def test_a_strict_refusal_keeps_the_chunks_other_results_and_the_stream_whole(st
     from edge_ser.profile import DeviceProfile, SegmentCost
 
     names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
-    profile = DeviceProfile("tiny-stream", "fp32", 1, segments={
+    profile = DeviceProfile("tiny-stream", "fp32", 1, fingerprint=fingerprint(stream_export), segments={
         name: SegmentCost([0.0, 10.0, 0.0], 1.0, 0.0, 1.0) for name in names})  # 10 ms per second of audio each
     c = Classifier(stream_export, profile=profile, shared_pool=False)
     # exit 1 after streaming: context + blocks_00_01 + exit_01 = 30 ms per second of utterance

@@ -56,3 +56,48 @@ def test_a_profile_plans_only_its_own_model_and_precision(tmp_path):
 
 def test_segment_cost_never_negative():
     assert SegmentCost([-5.0, 1.0, 0.0], 1.0, 0.0, 0.0).predict_ms(1.0) == 0.0
+
+
+def test_a_profile_is_bound_to_the_model_files_it_timed(tiny_export, tmp_path):
+    import shutil
+
+    from edge_ser import Classifier, EdgeSerError
+    from edge_ser.calibrate import calibrate_profile
+
+    profile = calibrate_profile(Classifier(tiny_export, shared_pool=False), (0.5, 1.0), repeats=1)
+    Classifier(tiny_export, profile=profile, shared_pool=False)  # its own model: fine
+    impostor = tmp_path / "tiny"  # the same name, one file retrained (its bytes and hash changed)
+    shutil.copytree(tiny_export, impostor)
+    exit_file = impostor / "exit_03.onnx"
+    old = __import__("edge_ser.engine").engine.sha256_of(exit_file)
+    exit_file.write_bytes(exit_file.read_bytes() + b"\0")
+    new = __import__("edge_ser.engine").engine.sha256_of(exit_file)
+    (impostor / "manifest.yaml").write_text((impostor / "manifest.yaml").read_text().replace(old, new))
+    with pytest.raises(EdgeSerError, match="timed other model files"):
+        Classifier(impostor, profile=profile, shared_pool=False)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("version: 2\nmodel: m\nprecision: fp32\nthreads: 1\nsegments: {e: {coefficients: [1, .nan, 0], high_ratio: 1, "
+     "fit_error: 0, memory_mb: 1}}\n", "segments.e.coefficients"),
+    ("version: 2\nmodel: m\nprecision: fp32\nthreads: -3\nsegments: {}\n", "field threads is -3"),
+    ("version: 2\nmodel: m\nprecision: fp32\nthreads: 1\nsegments: {e: {high_ratio: 1}}\n", "malformed device profile"),
+    ("version: 2\nmodel: [unclosed\n", "cannot read the device profile"),
+    ("version: 1\nmodel: m\n", "of version 2 (found 1)"),
+])
+def test_a_corrupt_profile_is_one_clear_error(tmp_path, text, message):
+    from edge_ser.errors import ProfileError
+
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ProfileError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        DeviceProfile.load(tmp_path / "p.yaml")
+
+
+def test_classify_reports_a_corrupt_profile_in_one_line(tiny_export, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text("version: 2\nthreads: [\n")
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "classify", str(tmp_path / "p.yaml"), "--model",
+                        str(tiny_export), "--profile", str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read the device profile" in r.stderr and "Traceback" not in r.stderr
