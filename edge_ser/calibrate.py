@@ -14,6 +14,7 @@ import psutil
 
 from .audio import normalize
 from .classifier import Classifier
+from .options import OptionError, check_positive
 from .profile import DeviceProfile, fit_cost
 
 
@@ -24,6 +25,13 @@ def calibrate_profile(
     quantile: float = 0.99,
     progress=None,
 ) -> DeviceProfile:
+    if not seconds:
+        raise OptionError("seconds must list at least one clip length")
+    seconds = tuple(check_positive("each clip length in seconds", s, 600.0, " s") for s in seconds)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 1000:
+        raise OptionError(f"repeats must be a whole number from 1 to 1000, got {repeats!r}")
+    if not 0.5 <= quantile <= 1.0:
+        raise OptionError(f"quantile must lie in [0.5, 1], got {quantile!r}")
     manifest = classifier.manifest
     engine = classifier.engine
     segments = list(manifest.chain) + [e.head for e in manifest.exits]

@@ -22,6 +22,7 @@ from .endpoint import DEFAULT_ENDPOINT, EndpointOptions, no_speech
 from .engine import Engine
 from .errors import BudgetError
 from .manifest import Exit, Manifest, Segment, load_manifest
+from .options import OptionError, check_optional_positive, check_positive, check_threads
 from .policy import StopRule, softmax
 from .profile import DeviceProfile, OnlineEstimate
 from .stream import Stream
@@ -101,6 +102,8 @@ class Classifier:
         window_seconds: float = 10.0,
         shared_pool: bool = True,
     ):
+        threads = check_threads(threads)
+        window_seconds = check_positive("window_seconds", window_seconds, 3600.0, " s")
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
         self.manifest: Manifest = load_manifest(self.model_dir)
         self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
@@ -152,6 +155,10 @@ class Classifier:
 
         done: chain segments already run (a stream has run the encoder while audio arrived): not counted.
         """
+        budget_ms = check_optional_positive("budget_ms", budget_ms)
+        memory_mb = check_optional_positive("memory_mb", memory_mb)
+        if not (exit in (None, "auto") or (isinstance(exit, int) and not isinstance(exit, bool))):
+            raise OptionError(f"exit must be a layer number or 'auto', got {exit!r}")
         exits = self.manifest.exits
         adaptive = exit in (None, "auto") and self.stop_rule is not None
         if exit not in (None, "auto"):

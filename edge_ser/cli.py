@@ -192,16 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; folders replaced by the audio files under them (sorted). Missing paths stay, to be reported."""
+    """Files as given; folders replaced by the audio files under them (sorted). Missing paths and folders without
+    audio stay, each to be reported as one failed item while the rest of the batch is classified."""
     found: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            inside = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
-            if not inside:
-                raise CliError(f"{p}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
-            found.extend(inside)
-        else:
-            found.append(p)
+        inside = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()) if p.is_dir() else []
+        found.extend(inside or [p])
     return found
 
 
@@ -252,6 +248,8 @@ def cmd_classify(args) -> int:
     bar = tqdm(files, unit="file", disable=len(files) < 2 or not sys.stderr.isatty(), file=sys.stderr)
     for path in bar:
         try:
+            if path.is_dir():
+                raise AudioError(f"{path}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
             result = classifier.classify(path, budget_ms=args.budget, memory_mb=args.memory, exit=args.exit,
                                          strict=args.strict)
         except (AudioError, BudgetError) as err:

@@ -209,3 +209,13 @@ def test_classify_says_no_speech_for_silence(tiny_export, tmp_path):
     assert "no speech detected: the loudest 20 ms is -140 dBFS" in r.stderr
     j = json.loads(run("classify", tmp_path / "silence.wav", "--model", tiny_export, "--json").stdout)
     assert j["speech"] is False and j["label"] in TINY_LABELS
+
+
+def test_a_folder_without_audio_is_one_failed_item_of_the_batch(tiny_export, clips, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("classify", tmp_path / "empty", clips / "a.wav", tmp_path / "missing.wav", "--model", tiny_export, "--json")
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1 and [("error" in x) for x in lines] == [True, False, True]
+    assert "folder holds no audio files" in lines[0]["error"] and "no such file" in lines[2]["error"]
+    only_bad = run("classify", tmp_path / "empty", "--model", tiny_export)
+    assert only_bad.returncode == 2 and "folder holds no audio files" in only_bad.stderr

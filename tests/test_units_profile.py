@@ -101,3 +101,44 @@ def test_classify_reports_a_corrupt_profile_in_one_line(tiny_export, tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "classify", str(tmp_path / "p.yaml"), "--model",
                         str(tiny_export), "--profile", str(tmp_path / "p.yaml")], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot read the device profile" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"threads": 100000}, "threads must be a whole number from 0"), ({"threads": -1}, "threads must"),
+    ({"threads": 1.5}, "threads must"), ({"window_seconds": float("nan")}, "window_seconds must be a finite"),
+    ({"window_seconds": 0}, "window_seconds must"),
+])
+def test_classifier_options_are_checked_where_they_enter(tiny_export, kwargs, message):
+    from edge_ser import Classifier, EdgeSerError
+
+    with pytest.raises(EdgeSerError, match=message):
+        Classifier(tiny_export, shared_pool=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"budget_ms": float("nan")}, "budget_ms must be a finite number above 0"), ({"budget_ms": -5}, "budget_ms"),
+    ({"memory_mb": float("inf")}, "memory_mb"), ({"exit": "3"}, "exit must be a layer number"),
+    ({"exit": 2}, "no exit at layer 2"),
+])
+def test_run_options_are_checked_for_clips_and_streams(tiny_export, kwargs, message):
+    import numpy as np
+
+    from edge_ser import Classifier, EdgeSerError
+
+    c = Classifier(tiny_export, shared_pool=False)
+    with pytest.raises(EdgeSerError, match=message):
+        c.classify(np.zeros(16000, np.float32), 16000, **kwargs)
+    with pytest.raises(EdgeSerError, match=message):
+        c.stream(16000, **kwargs)
+
+
+def test_cli_threads_beyond_the_machine_is_one_line(tiny_export):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "listen", "-", "--model", str(tiny_export),
+                        "--threads", "100000"], capture_output=True, text=True, input="")
+    assert r.returncode == 2 and "threads must be a whole number from 0" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "calibrate", str(tiny_export), "--repeats", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "repeats must be a whole number from 1" in r.stderr

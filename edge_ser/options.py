@@ -1,0 +1,41 @@
+"""Run options checked once, where they enter (the Classifier, its classify/plan/stream calls, calibrate):
+one EdgeSerError (a ValueError) that names the option and what is allowed, never a silent odd run.
+
+Why a bound on threads: onnxruntime starts every thread it is asked for; `--threads 100000` once started
+15,000 threads and 16 GB before it was killed. More threads than a few per core only add contention.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from .errors import EdgeSerError
+
+
+class OptionError(EdgeSerError, ValueError):
+    """A run option out of range: one line naming it and what is allowed."""
+
+
+def max_threads() -> int:
+    """The most intra-op threads worth asking for on this machine: four per core."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: object) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= max_threads():
+        raise OptionError(f"threads must be a whole number from 0 (one per core) to {max_threads()} "
+                          f"(4 per core here), got {threads!r}")
+    return threads
+
+
+def check_positive(name: str, value: object, high: float = math.inf, unit: str = "") -> float:
+    """A finite number above zero and at most `high`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= high:
+        bound = "" if high == math.inf else f" and at most {high:g}{unit}"
+        raise OptionError(f"{name} must be a finite number above 0{unit}{bound}, got {value!r}")
+    return float(value)
+
+
+def check_optional_positive(name: str, value: object, high: float = math.inf, unit: str = "") -> float | None:
+    return None if value is None else check_positive(name, value, high, unit)
