@@ -62,10 +62,20 @@ class Result:
     endpoint_delay_ms: float | None = None
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "windows" and (v is not None or k not in STREAM_FIELDS)}
+        """Plain values for JSON: a non-finite number becomes None, so every line is valid JSON (no NaN)."""
+        data = {k: _finite_or_none(v) for k, v in self.__dict__.items()
+                if k != "windows" and (v is not None or k not in STREAM_FIELDS)}
         if self.windows:
             data["windows"] = [w.to_dict() for w in self.windows]
         return data
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
 
 
 @dataclass

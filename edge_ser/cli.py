@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
+    v = sub.add_parser("verify", help="check every file of a model directory against its manifest's sha256",
+                       description="Check the manifest and every file it lists, at every precision, before any run "
+                       "(a run checks a file only when it first opens it). Exit status 2 if any file is missing or "
+                       "modified.")
+    v.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
+
     k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile",
                        description="Time every segment and exit head at several clip lengths on this device, fit "
                        "latency = a + b*s + c*s^2 per segment (the fit error is printed), record the memory each "
@@ -262,7 +268,7 @@ def cmd_classify(args) -> int:
         if result.warning and not args.json:
             bar.write(f"edge-ser: {path}: {result.warning}", file=sys.stderr)
         if args.json:
-            print(json.dumps(result.to_dict()), flush=True)
+            print(json.dumps(result.to_dict(), allow_nan=False), flush=True)
         else:
             name = path.name if len(path.name) <= 28 else "..." + path.name[-25:]
             bar.write(f"{name:<28} {_format_row(result)}")
@@ -318,6 +324,22 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .classifier import DEFAULT_MODEL
+    from .engine import verify_files
+    from .manifest import load_manifest
+
+    directory = args.model or DEFAULT_MODEL
+    checked = verify_files(directory, load_manifest(directory))
+    for file, problem in checked:
+        print(f"{'ok ' if problem is None else 'BAD'} {file}" + (f": {problem}" if problem else ""))
+    bad = [file for file, problem in checked if problem]
+    if bad:
+        raise CliError(f"{directory}: {len(bad)} of {len(checked)} file(s) missing or modified: {', '.join(bad)}")
+    print(f"{directory}: all {len(checked)} files match the manifest")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from .calibrate import calibrate_profile, describe_profile
     from .classifier import DEFAULT_MODEL, Classifier
@@ -344,7 +366,8 @@ def cmd_calibrate(args) -> int:
 
 # ---- dispatch -----------------------------------------------------------------------------
 
-DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_info, "calibrate": cmd_calibrate}
+DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_info, "verify": cmd_verify,
+                   "calibrate": cmd_calibrate}
 
 
 def _torch_command(name: str):

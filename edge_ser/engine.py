@@ -41,6 +41,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_files(directory: str | Path, manifest: Manifest) -> list[tuple[str, str | None]]:
+    """Every file the manifest lists, at every precision: (file, None) when it is there and its sha256 matches,
+    (file, why not) otherwise. A device can check its storage at boot instead of on a file's first use."""
+    checked: list[tuple[str, str | None]] = []
+    for segment in manifest.chain + [e.head for e in manifest.exits]:
+        for ref in segment.files.values():
+            path = Path(directory) / ref.file
+            if not path.is_file():
+                checked.append((ref.file, "missing"))
+            elif path.stat().st_size != ref.bytes:
+                checked.append((ref.file, f"{path.stat().st_size} bytes, the manifest says {ref.bytes}"))
+            elif sha256_of(path) != ref.sha256:
+                checked.append((ref.file, "sha256 does not match the manifest (modified or corrupt)"))
+            else:
+                checked.append((ref.file, None))
+    return checked
+
+
 class Engine:
     """Runs named segments; opens (and hash-checks) each file the first time it is needed.
 

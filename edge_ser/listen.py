@@ -143,7 +143,7 @@ def cmd_listen(args, build_classifier) -> int:
 
     def emit(results) -> None:
         for result in results:
-            print(json.dumps(result.to_dict()) if args.json else format_line(result), flush=True)
+            print(json.dumps(result.to_dict(), allow_nan=False) if args.json else format_line(result), flush=True)
 
     def attempt(step):
         nonlocal problems, refused

@@ -219,3 +219,16 @@ def test_a_folder_without_audio_is_one_failed_item_of_the_batch(tiny_export, cli
     assert "folder holds no audio files" in lines[0]["error"] and "no such file" in lines[2]["error"]
     only_bad = run("classify", tmp_path / "empty", "--model", tiny_export)
     assert only_bad.returncode == 2 and "folder holds no audio files" in only_bad.stderr
+
+
+def test_verify_checks_every_file_up_front(tiny_export, tmp_path):
+    import shutil
+
+    assert run("verify", tiny_export).returncode == 0
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_export, copy)
+    (copy / "exit_04.onnx").write_bytes((copy / "exit_04.onnx").read_bytes()[:-1] + b"\x00")  # same size, other bytes
+    (copy / "blocks_03_04.int8.onnx").unlink()
+    r = run("verify", copy)
+    assert r.returncode == 2 and "BAD exit_04.onnx: sha256 does not match" in r.stdout
+    assert "BAD blocks_03_04.int8.onnx: missing" in r.stdout and "2 of" in r.stderr and "Traceback" not in r.stderr

@@ -221,3 +221,12 @@ def test_speech_is_not_flagged_and_the_rule_sits_at_threshold_db():
     for step_db, flagged in ((6.01, False), (5.99, True)):
         clip = np.concatenate([0.01 * square] * 10 + [0.01 * 10 ** (step_db / 20) * square] * 10)
         assert (no_speech(clip, 16000) is not None) is flagged
+
+
+def test_result_json_never_holds_nan(tiny_export):
+    import json
+
+    r = Classifier(tiny_export, shared_pool=False).classify(clip(), 16000, exit=1)
+    r.latency_ms, r.probabilities[TINY_LABELS[0]] = float("nan"), float("inf")
+    data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert data["latency_ms"] is None and data["probabilities"][TINY_LABELS[0]] is None
