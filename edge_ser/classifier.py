@@ -8,6 +8,7 @@ decoded samples to the answer; decoding is timed apart (decode_ms).
 """
 from __future__ import annotations
 
+import importlib.resources
 import math
 import threading
 import time
@@ -27,7 +28,15 @@ from .policy import StopRule, softmax
 from .profile import DeviceProfile, OnlineEstimate
 from .stream import Stream
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "demo"
+def _shipped_demo() -> Path:
+    """The demo model: models/demo in a source checkout, edge_ser/demo_model (package data) in an installed wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "models" / "demo"
+    if (checkout / "manifest.yaml").is_file():
+        return checkout
+    return Path(str(importlib.resources.files("edge_ser") / "demo_model"))
+
+
+DEFAULT_MODEL = _shipped_demo()
 
 
 

@@ -232,3 +232,19 @@ def test_verify_checks_every_file_up_front(tiny_export, tmp_path):
     r = run("verify", copy)
     assert r.returncode == 2 and "BAD exit_04.onnx: sha256 does not match" in r.stdout
     assert "BAD blocks_03_04.int8.onnx: missing" in r.stdout and "2 of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_wheel_carries_the_demo_model(tmp_path):
+    """`pip install .` must give a working first command: the demo model travels as package data."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("edge_ser-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(root / "models" / "demo").as_posix() for p in (root / "models" / "demo").rglob("*")
+               if p.is_file() and not p.name.startswith("profile")}
+    assert {f"edge_ser/demo_model/{name}" for name in shipped} <= names
+    assert "edge_ser/demo_model/manifest.yaml" in names and "edge_ser/demo_model/context.onnx" in names
