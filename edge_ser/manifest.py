@@ -207,5 +207,52 @@ def load_manifest(directory: str | Path) -> Manifest:
             raise ManifestError(f"{path}: exit {e.layer} follows unknown segment {e.after!r}")
     if [e.layer for e in exits] != sorted(e.layer for e in exits) or not exits:
         raise ManifestError(f"{path}: exits must be listed in layer order")
+    _check_fields(raw, manifest, str(path))
     _check_inside(directory, chain + [e.head for e in exits])
     return manifest
+
+
+def _need(ok: bool, where: str, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ManifestError(f"{where}: field {field} is {value!r}; allowed: {allowed}")
+
+
+def _is_int(value: Any, low: int = 0, high: float = float("inf")) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_fields(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
+    """Every field typed and in range, one message naming the field (a string 'false' is not a bool, 16000.5 Hz
+    is not a rate): the manifest comes from storage, and storage on a device can be anything."""
+    _need(isinstance(raw["name"], str) and raw["name"] != "", where, "name", raw["name"], "a non-empty string")
+    _need(_is_int(raw["sample_rate"], 1000, 768_000), where, "sample_rate", raw["sample_rate"],
+          "a whole number of Hz from 1000 to 768000")
+    _need(isinstance(raw["normalize"], bool), where, "normalize", raw["normalize"], "true or false")
+    for key in ("min_samples", "samples_per_frame"):
+        _need(_is_int(raw[key], 1, 10**6), where, key, raw[key], "a whole number from 1 to 1000000")
+    labels = raw["labels"]
+    _need(isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) and x for x in labels)
+          and len(set(labels)) == len(labels), where, "labels", labels, "a list of two or more distinct strings")
+    for seg in manifest.chain + [e.head for e in manifest.exits]:
+        at = f"segment {seg.name!r}"
+        for key in ("name", "input", "output"):
+            _need(isinstance(getattr(seg, key), str) and getattr(seg, key) != "", where, f"{key} of {at}",
+                  getattr(seg, key), "a non-empty string")
+        _need(_is_int(seg.parameters), where, f"parameters of {at}", seg.parameters, "a whole number >= 0")
+        _need(len(seg.layers) == 2 and all(_is_int(x) for x in seg.layers) and seg.layers[0] <= seg.layers[1],
+              where, f"layers of {at}", list(seg.layers), "two whole numbers, first <= second")
+        for precision, ref in seg.files.items():
+            _need(isinstance(ref.file, str) and ref.file != "", where, f"files.{precision}.file of {at}", ref.file,
+                  "a file name inside the model directory")
+            _need(isinstance(ref.sha256, str) and len(ref.sha256) == 64
+                  and all(c in "0123456789abcdef" for c in ref.sha256), where, f"files.{precision}.sha256 of {at}",
+                  ref.sha256, "64 lowercase hex digits")
+            _need(_is_int(ref.bytes), where, f"files.{precision}.bytes of {at}", ref.bytes, "a whole number >= 0")
+    layers = [e.layer for e in manifest.exits]
+    _need(all(x >= 1 for x in layers) and len(set(layers)) == len(layers), where, "exits' layers", layers,
+          "distinct layer numbers from 1")
+    for measure, entry in ((manifest.policy or {}).get("measures") or {}).items():
+        threshold = (entry or {}).get("threshold")
+        _need(threshold is None or (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0), where,
+              f"policy.measures.{measure}.threshold", threshold, "a number from 0 to 1")
+    _need(isinstance(manifest.streaming, dict), where, "streaming", manifest.streaming, "a mapping")

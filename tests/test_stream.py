@@ -400,3 +400,30 @@ def test_an_endpointed_long_utterance_is_windowed_and_its_memory_bounded(stream_
     assert len(r.windows) == len(whole.windows) == 13  # 12.7 s with its pads: the 0.7 s tail stands alone
     assert r.probabilities == pytest.approx(whole.probabilities, abs=1e-4)
     assert held <= 1.5 * 50 + 800 // FRAME + 2  # frames of at most a window and a half, plus one chunk's
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.update(normalize="false"), "field normalize is 'false'"),
+    (lambda m: m.update(sample_rate=16000.5), "field sample_rate is 16000.5"),
+    (lambda m: m.update(labels=["calm", "calm", "tense"]), "field labels"),
+    (lambda m: m.update(labels=["calm"]), "field labels"),
+    (lambda m: m["chain"][0]["files"]["fp32"].update(sha256="abc"), "sha256 of segment 'encoder'"),
+    (lambda m: m["chain"][2].update(layers=[3, 1]), "layers of segment 'blocks_00_01'"),
+    (lambda m: m["policy"]["measures"]["max_prob"].update(threshold=float("nan")), "threshold"),
+    (lambda m: m["exits"][1].update(layer=1), "exits"),
+])
+def test_every_manifest_field_is_checked_and_named(stream_export, tmp_path, change, message):
+    import shutil
+
+    import yaml
+
+    from edge_ser import ManifestError
+    from edge_ser.manifest import load_manifest
+
+    target = tmp_path / "m"
+    shutil.copytree(stream_export, target)
+    raw = yaml.safe_load((target / "manifest.yaml").read_text())
+    change(raw)
+    (target / "manifest.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ManifestError, match=message.replace("(", r"\(")):
+        load_manifest(target)
