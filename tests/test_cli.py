@@ -248,3 +248,21 @@ def test_the_wheel_carries_the_demo_model(tmp_path):
                if p.is_file() and not p.name.startswith("profile")}
     assert {f"edge_ser/demo_model/{name}" for name in shipped} <= names
     assert "edge_ser/demo_model/manifest.yaml" in names and "edge_ser/demo_model/context.onnx" in names
+
+
+def test_the_readmes_python_examples_run_verbatim():
+    """Each ```python block of the README, run as a user would paste it, from the repository root."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        r = subprocess.run([sys.executable, "-c", block], cwd=root, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip(), f"README example failed:\n{block}\n{r.stderr}"
+    first = re.search(r"^edge-ser classify (models/demo/samples/\S+\.wav) --budget 50ms$", (root / "README.md").read_text(),
+                      flags=re.M)
+    r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "classify", first.group(1), "--budget", "50ms"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "high-rising" in r.stdout
