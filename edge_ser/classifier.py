@@ -37,6 +37,7 @@ def _shipped_demo() -> Path:
 
 
 DEFAULT_MODEL = _shipped_demo()
+PROBE_SECONDS = 0.5  # the clip a Classifier without a profile times once, to plan its first budgeted run
 
 
 
@@ -136,6 +137,8 @@ class Classifier:
         self.window_samples = window_samples(window_seconds, self.manifest.sample_rate, self.manifest.samples_per_frame)
         self._online = OnlineEstimate()
         self._online_lock = threading.Lock()
+        self._probed = False
+        self._probe_lock = threading.Lock()
 
     # ---- planning -------------------------------------------------------------------------
 
@@ -149,8 +152,11 @@ class Classifier:
             return self.profile.predict_ms(segment.name, seconds)
         with self._online_lock:
             known = self._online.predict_ms(segment.name, seconds)
-            if known is not None or segment.kind != "blocks":
+            if known is not None or segment.kind not in ("blocks", "head"):
                 return known
+            if segment.kind == "head":  # an unseen head: heads share one design, so the dearest one seen
+                heads = [self._online.predict_ms(e.head.name, seconds) for e in self.manifest.exits]
+                return max((ms for ms in heads if ms is not None), default=None)
             # An unseen block run: scale the per-layer cost of blocks already seen.
             per_layer = [
                 self._online.predict_ms(s.name, seconds) / (s.layers[1] - s.layers[0])
@@ -158,6 +164,28 @@ class Classifier:
                 if s.kind == "blocks" and self._online.predict_ms(s.name, seconds) is not None
             ]
         return max(per_layer) * (segment.layers[1] - segment.layers[0]) if per_layer else None
+
+    def probe(self) -> float:
+        """Without a profile, time the path to the first exit once, on PROBE_SECONDS of quiet noise (twice: the
+        first run of a session pays its warm-up), so that a budget is planned from the first clip and no segment
+        of unknown cost runs past it. Returns the ms it took: one-time set-up, outside every budget."""
+        with self._probe_lock:
+            if self._probed:
+                return 0.0
+            start = time.perf_counter()
+            samples = (0.01 * np.random.default_rng(0).standard_normal(round(PROBE_SECONDS * self.manifest.sample_rate)))
+            first = self.manifest.exits[0]
+            for timed in (False, True):
+                value = self.preprocess(samples.astype(np.float32))
+                for segment in self.manifest.chain_to(first) + [first.head]:
+                    began = time.perf_counter()
+                    out = self.engine.run(segment, value)
+                    if timed:
+                        with self._online_lock:
+                            self._online.observe(segment.name, PROBE_SECONDS, 1000 * (time.perf_counter() - began))
+                    value = out if segment.kind != "head" else value
+            self._probed = True
+            return 1000 * (time.perf_counter() - start)
 
     def memory_mb(self, exit_: Exit) -> float:
         """Memory the segments up to `exit_` add: profiled, or the file sizes when there is no profile."""
@@ -200,8 +228,9 @@ class Classifier:
         allowed = [e for e in exits if memory_mb is None or self.memory_mb(e) <= memory_mb]
         limited_by = "memory" if len(allowed) < len(exits) else None
         if budget_ms is not None:
-            # NaN (unknown cost, first runs without a profile) counts as fitting: the run finds out.
-            within = [e for e in allowed if not predicted[e.layer] > budget_ms]
+            # An unknown cost (NaN) never fits: only what can be shown to fit is planned (the first exit still
+            # answers when nothing fits, unless strict).
+            within = [e for e in allowed if predicted[e.layer] <= budget_ms]
             limited_by = "budget" if len(within) < len(allowed) else limited_by
             allowed = within
         fits = bool(allowed)
@@ -353,7 +382,8 @@ class Classifier:
         built chunk by chunk while the audio arrived. `seconds` is the audio's length; `started` (perf_counter) is when the budget's
         clock started (default: now). The budget covers everything from `started` to the answer.
         """
-        start = time.perf_counter() if started is None else started
+        probe_ms = self.probe() if budget_ms is not None and self.profile is None else 0.0
+        start = time.perf_counter() if started is None else started + probe_ms / 1000
         plan = self.plan(seconds, budget_ms, memory_mb, exit, done=done)
         warning = None
         if not plan.fits:
@@ -380,7 +410,7 @@ class Classifier:
             segments = self._segments_between(previous, e, done)
             if budget_ms is not None and (answered or pending):
                 upcoming = [self._predict(s, seconds) for s in segments + [e.head]]
-                if None not in upcoming and elapsed() + sum(upcoming) > budget_ms:
+                if None in upcoming or elapsed() + sum(upcoming) > budget_ms:  # unknown cost: not run past a budget
                     stopped_by = "budget"
                     break
             for seg in segments:
@@ -416,7 +446,7 @@ class Classifier:
             budget_met=None if budget_ms is None else latency <= budget_ms,
             estimated=plan.estimated,
             warning=warning,
-            load_ms=sum(loads),
+            load_ms=sum(loads) + probe_ms,
         )
 
     def exit_probabilities(self, samples: np.ndarray) -> dict[int, np.ndarray]:

@@ -218,6 +218,8 @@ class Stream:
         self.closed = False
         if self.incremental:
             classifier.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
+        if budget_ms is not None and classifier.profile is None:
+            classifier.probe()  # time the first exit's path now, not after the first utterance
 
     # ---- public --------------------------------------------------------------------------
 

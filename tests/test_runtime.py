@@ -230,3 +230,29 @@ def test_result_json_never_holds_nan(tiny_export):
     r.latency_ms, r.probabilities[TINY_LABELS[0]] = float("nan"), float("inf")
     data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert data["latency_ms"] is None and data["probabilities"][TINY_LABELS[0]] is None
+
+
+def test_without_a_profile_a_budget_holds_from_the_first_clip(tiny_export):
+    # Before: unknown costs counted as fitting, so `--exit 4 --budget 1us --strict` ran all four layers.
+    c = Classifier(tiny_export, shared_pool=False)
+    with pytest.raises(BudgetError, match="not even exit 1 fits"):
+        c.classify(clip(), 16000, exit=4, budget_ms=0.001, strict=True)
+    r = Classifier(tiny_export, shared_pool=False).classify(clip(), 16000, exit=4, budget_ms=0.001)
+    assert r.exit_layer == 1 and "answered from exit 1" in r.warning and r.estimated
+    assert r.segments_run == ["encoder", "context", "blocks_00_01", "exit_01"]
+
+
+def test_the_probe_runs_once_outside_the_budget_and_plans_the_deeper_exits(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    first = c.classify(clip(), 16000, exit=4, budget_ms=10_000)
+    assert first.exit_layer == 4 and first.stopped_by == "exit"  # later blocks and heads estimated from the probe
+    assert first.load_ms > 0 and c.probe() == 0.0  # the probe ran once, counted with loading, not latency
+    plan = c.plan(1.0, budget_ms=10_000, exit=4)
+    assert all(ms > 0 for ms in plan.predicted_ms.values()) and plan.estimated
+
+
+def test_a_segment_of_unknown_cost_is_never_planned_past_a_budget(tiny_export):
+    costs = {k: v for k, v in COSTS.items() if k != "blocks_03_04"}  # the profile lacks the last block
+    c = Classifier(tiny_export, profile=flat_profile(costs, model=tiny_export), shared_pool=False)
+    plan = c.plan(1.0, budget_ms=1000, exit=4)
+    assert plan.last_exit == 3 and plan.limited_by == "budget" and np.isnan(plan.predicted_ms[4])
