@@ -53,10 +53,10 @@ def export_base_stream(out: Path, calibration: list[np.ndarray]) -> Path:
     model = SelfDistilledSER(ModelConfig(), 7, encoder=load_encoder(None, "wav2vec2", overrides)).eval()
     labels = ["anger", "disgust", "fear", "guilt", "happiness", "sadness", "surprise"]
     manifest = export_model(model, labels, out, name="base-stream", normalize=False,
-                            options=ExportOptions(int8=False, verify_seconds=(1.0, 3.3)), log=print)
+                            options=ExportOptions(int8=False, verify_seconds=(1.0, 3.3)))
     quantize_model(out, manifest, calibration)
     manifest.save(out)
-    record_streaming(out, manifest, ["fp32", "int8"], ExportOptions(), log=print)
+    record_streaming(out, manifest, ["fp32", "int8"], ExportOptions())
     return out
 
 

@@ -371,6 +371,10 @@ DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_i
 
 
 def _torch_command(name: str):
+    import logging
+
+    # The torch side reports progress through `logging`: plain lines on stderr, as before.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:  # commands imports torch first: without the train extra this fails here, naming the missing package
         from edge_ser_torch import commands
     except ImportError as err:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import replace
 
 import torch
@@ -25,6 +26,8 @@ from .backbone import load_encoder
 from .config import ExperimentConfig
 from .data import collate, label_set
 from .train import load_clips, make_dataset, run_experiment, seed_everything
+
+log = logging.getLogger(__name__)
 
 STUDENT_LAYERS = 2
 
@@ -41,7 +44,7 @@ def distill_targets(num_layers: int) -> list[int]:
     return sorted({max(1, round(num_layers * k / 3)) for k in (1, 2, 3)})
 
 
-def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print, progress: bool = False) -> nn.Module:
+def layerwise_distillation(config: ExperimentConfig, epochs: int, progress: bool = False) -> nn.Module:
     """Train a STUDENT_LAYERS-layer student encoder to predict the teacher's hidden states; returns it."""
     seed_everything(config.train.seed)
     teacher = load_encoder(config.model.base, config.model.family, config.model.backbone).eval()
@@ -82,12 +85,12 @@ def layerwise_distillation(config: ExperimentConfig, epochs: int, log=print, pro
             loss.backward()
             optimizer.step()
             total += float(loss)
-        log(f"distill epoch {epoch + 1}: loss {total / max(1, len(loader)):.4f}")
+        log.info(f"distill epoch {epoch + 1}: loss {total / max(1, len(loader)):.4f}")
     return student
 
 
 def run_baselines(
-    config: ExperimentConfig, layers: list[int] | None = None, skip: set[str] = frozenset(), log=print
+    config: ExperimentConfig, layers: list[int] | None = None, skip: set[str] = frozenset()
 ) -> str:
     """Train every row and return the markdown table (also written with the JSON beside it)."""
     n = load_encoder(config.model.base, config.model.family, config.model.backbone).config.num_hidden_layers
@@ -99,14 +102,14 @@ def run_baselines(
         row = {"method": method, "layer": layer, "parameters": summary["path_parameters"][key],
                "dev_uar": (summary.get("dev") or {}).get(key), "test_uar": (summary.get("test") or {}).get(key)}
         rows.append(row)
-        log(json.dumps(row))
+        log.info(json.dumps(row))
 
     if "truncated" not in skip:
         for k in layers:
             s = run_experiment(_variant(config, f"truncated_{k}", exit_layers=[], truncate_at=k), progress=False)
             record("truncated + fine-tuning", k, s)
     if "distill" not in skip:
-        student = layerwise_distillation(config, config.train.epochs, log)
+        student = layerwise_distillation(config, config.train.epochs)
         s = run_experiment(_variant(config, "distill", exit_layers=[]), progress=False,
                            encoder_factory=lambda: copy.deepcopy(student))
         record(f"layer-wise distillation ({STUDENT_LAYERS}-layer student)", STUDENT_LAYERS, s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -143,6 +142,6 @@ def cmd_baselines(args) -> int:
     config = _load_config(args)
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     skip = {s for s in args.skip.split(",") if s}
-    table = run_baselines(config, layers=layers, skip=skip, log=lambda m: print(m, file=sys.stderr))
+    table = run_baselines(config, layers=layers, skip=skip)
     print(table)
     return 0

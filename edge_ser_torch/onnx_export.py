@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from edge_ser.stream import check_streaming
 from .model import SelfDistilledSER
 
 OPSET = 18
+log = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -212,7 +214,7 @@ def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: Export
     return report
 
 
-def record_streaming(out: Path, manifest: Manifest, precisions: list[str], options: ExportOptions, log=print) -> Manifest:
+def record_streaming(out: Path, manifest: Manifest, precisions: list[str], options: ExportOptions) -> Manifest:
     """Check, per precision, that the encoder run chunk by chunk equals the whole-clip run; write the verdict."""
     verdict: dict = {"tolerance": options.tolerance, "chunk_ms": list(options.stream_chunk_ms), "reason": None,
                      "precisions": {}}
@@ -224,7 +226,7 @@ def record_streaming(out: Path, manifest: Manifest, precisions: list[str], optio
     manifest.streaming = verdict
     manifest.save(out)
     exact = [p for p, v in verdict["precisions"].items() if v["exact"]]
-    log(f"streaming encoder: exact at {', '.join(exact)}" if exact else f"streaming encoder: not exact ({verdict['reason']})")
+    log.info(f"streaming encoder: exact at {', '.join(exact)}" if exact else f"streaming encoder: not exact ({verdict['reason']})")
     return manifest
 
 
@@ -261,7 +263,7 @@ def export_model(
     dev: tuple[list[np.ndarray], np.ndarray] | None = None,
     test: tuple[list[np.ndarray], np.ndarray] | None = None,
     options: ExportOptions | None = None,
-    log=print,
+
 ) -> Manifest:
     """The whole export: graphs, verification, int8 variants and their accuracy, calibrated thresholds.
 
@@ -282,14 +284,14 @@ def export_model(
         "exit_block": model.config.block,
     } | options.provenance
     manifest = export_segments(model, labels, out, sample_rate, normalize, name, options)
-    log(f"exported {len(manifest.chain)} chain segments and {len(manifest.exits)} heads to {out}")
+    log.info(f"exported {len(manifest.chain)} chain segments and {len(manifest.exits)} heads to {out}")
     if options.verify:
         report = verify(model, out, sample_rate, options)
         manifest.provenance["verify_max_abs_diff"] = report["max_abs_diff"]
-        log(f"verified at {', '.join(f'{s:g} s' for s in options.verify_seconds)}: max abs diff {report['max_abs_diff']:.2e}")
+        log.info(f"verified at {', '.join(f'{s:g} s' for s in options.verify_seconds)}: max abs diff {report['max_abs_diff']:.2e}")
         manifest.save(out)
     if dev is None:
-        return record_streaming(out, manifest, ["fp32"], options, log)
+        return record_streaming(out, manifest, ["fp32"], options)
 
     audio, truth = dev
     fp32 = runtime_dev_probabilities(out, "fp32", audio)
@@ -309,12 +311,12 @@ def export_model(
             probs = runtime_dev_probabilities(out, variant, audio)
             manifest.precisions[variant] = {"dev_uar": uar_per_exit(probs, truth, manifest),
                                             "quantized": [q for q in quantized if variant == "int8" or q != "encoder"]}
-            log(f"{variant} dev UAR per exit {manifest.precisions[variant]['dev_uar']}")
-        log(f"fp32 dev UAR per exit {manifest.precisions['fp32']['dev_uar']}")
+            log.info(f"{variant} dev UAR per exit {manifest.precisions[variant]['dev_uar']}")
+        log.info(f"fp32 dev UAR per exit {manifest.precisions['fp32']['dev_uar']}")
     manifest.policy = calibrate(fp32, truth, [e.layer for e in manifest.exits], exit_costs(manifest),
                                 options.max_accuracy_loss)
     manifest.save(out)
-    record_streaming(out, manifest, list(manifest.precisions), options, log)
+    record_streaming(out, manifest, list(manifest.precisions), options)
     rules = {k: v["patience"] if k == "patience" else v["threshold"] for k, v in manifest.policy["measures"].items()}
-    log(f"early-exit rules (max UAR loss {options.max_accuracy_loss:g}): {json.dumps(rules)}")
+    log.info(f"early-exit rules (max UAR loss {options.max_accuracy_loss:g}): {json.dumps(rules)}")
     return manifest

@@ -11,6 +11,7 @@ Multi-GPU: launch with torchrun; DistributedDataParallel is used when WORLD_SIZE
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import random
@@ -28,6 +29,8 @@ from .data import Clip, ClipDataset, collate, describe, label_set, read_demos, r
 from .evaluate import Evaluation, evaluate_model
 from .losses import self_distillation_loss
 from .model import SelfDistilledSER
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
@@ -145,7 +148,7 @@ def train_stage(
         start_epoch, best_epoch, best_uar, history = state["epoch"], state["best_epoch"], state["best_uar"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         if rank == 0:
-            print(f"resuming {stage} from epoch {start_epoch}")
+            log.info(f"resuming {stage} from epoch {start_epoch}")
 
     train_set = make_dataset(config, clips, labels, train_splits, train=True)
     eval_set = make_dataset(config, clips, labels, (eval_split,), train=False)
@@ -195,7 +198,7 @@ def train_stage(
             history.append(record)
             with open(stage_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            print(json.dumps(record))
+            log.info(json.dumps(record))
             save_checkpoint(
                 last, model, config, labels, epoch=epoch + 1, best_epoch=best_epoch, best_uar=best_uar,
                 history=history, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
@@ -226,7 +229,7 @@ def run_experiment(config: ExperimentConfig, stages: str = "both", progress: boo
     labels = label_set(clips)
     rank, _ = _distributed()
     if rank == 0:
-        print(f"{config.name}: {len(labels)} classes ({', '.join(labels)}); {describe(clips)}")
+        log.info(f"{config.name}: {len(labels)} classes ({', '.join(labels)}); {describe(clips)}")
         config.run_dir.mkdir(parents=True, exist_ok=True)
         (config.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     summary: dict = {"labels": labels}

@@ -41,7 +41,7 @@ def tiny_export(tiny_model, tmp_path_factory) -> Path:
     dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
     dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
     options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
-    export_model(tiny_model, TINY_LABELS, out, name="tiny", dev=dev, options=options, log=lambda m: None)
+    export_model(tiny_model, TINY_LABELS, out, name="tiny", dev=dev, options=options)
     return out
 
 
@@ -71,8 +71,7 @@ def stream_export(tiny_model, tmp_path_factory) -> Path:
     dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
     dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
     options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
-    export_model(tiny_model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options,
-                 log=lambda m: None)
+    export_model(tiny_model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options)
     return out
 
 

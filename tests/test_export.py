@@ -111,7 +111,7 @@ def test_recurrent_exit_heads_export_exactly(block, tmp_path):
     torch.manual_seed(0)
     model = SelfDistilledSER(ModelConfig(backbone=tiny_overrides(2), exit_layers=[1], block=block, head_dim=8), 3).eval()
     options = ExportOptions(verify_seconds=(0.5, 2.1), int8=False)
-    m = export_model(model, ["a", "b", "c"], tmp_path / "m", name="rnn", options=options, log=lambda s: None)
+    m = export_model(model, ["a", "b", "c"], tmp_path / "m", name="rnn", options=options)
     assert m.provenance["verify_max_abs_diff"] < 1e-4
     ops = {node.op_type for node in onnx.load(tmp_path / "m" / "exit_01.onnx").graph.node}
     assert block.upper() in ops

@@ -72,7 +72,7 @@ def test_baselines_table_has_every_method(corpus, tmp_path):
     config = tiny_experiment(corpus, tmp_path, epochs=1)
     config.model.backbone = tiny_overrides(3)
     config.model.exit_layers = [1]
-    table = run_baselines(config, layers=[2], log=lambda m: None)
+    table = run_baselines(config, layers=[2])
     lines = table.splitlines()
     methods = [line.split("|")[1].strip() for line in lines[2:]]
     assert methods.count("truncated + fine-tuning") == 1 and methods.count("single exit") == 1
