@@ -383,7 +383,12 @@ def _torch_command(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "classify" and not any(x.startswith("-") for x in extra):
+        args.paths += [Path(x) for x in extra]  # paths after options: classify a.wav --budget 50ms b.wav
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .errors import BudgetError, EdgeSerError
 
     try:

@@ -266,3 +266,10 @@ def test_the_readmes_python_examples_run_verbatim():
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "classify", first.group(1), "--budget", "50ms"], cwd=root,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "high-rising" in r.stdout
+
+
+def test_paths_may_follow_options(tiny_export, clips):
+    r = run("classify", clips / "a.wav", "--model", tiny_export, "--json", clips / "b.flac")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
+    bad = run("classify", clips / "a.wav", "--model", tiny_export, "--bogus")
+    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
