@@ -8,6 +8,7 @@ with one monolithic graph (measured in benchmarks/bench_base.py: 0.99x vs 1.89x 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import onnxruntime as ort
 
 from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
+log = logging.getLogger(__name__)
 _GLOBAL_POOL_THREADS: int | None = None
 _GLOBAL_POOL_LOCK = threading.Lock()
 
@@ -92,6 +94,10 @@ class Engine:
                 f"execution provider(s) {', '.join(missing)} not available here; "
                 f"available: {', '.join(ort.get_available_providers())}"
             )
+        if not shared_pool and _GLOBAL_POOL_THREADS is not None:
+            # onnxruntime refuses per-session threads once a process-wide pool exists: join it instead of failing.
+            log.info("a process-wide onnxruntime pool already exists: this Engine shares it (shared_pool=False ignored)")
+            shared_pool = True
         self.shared_pool = shared_pool
         self.threads = _ensure_global_pool(threads) if shared_pool else threads
         self._sessions: dict[str, ort.InferenceSession] = {}

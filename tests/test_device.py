@@ -1,0 +1,70 @@
+"""What a device runs, on the shipped demo model, with the runtime alone (no torch): these run in CI's
+runtime-only venv too, as they would on a Raspberry Pi (pip install -e '.[test]'; pytest)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_ser import Classifier
+from edge_ser.classifier import DEFAULT_MODEL
+
+from conftest import quiet
+
+SAMPLES = DEFAULT_MODEL / "samples"
+
+
+def cli(*args, data: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "edge_ser.cli", *map(str, args)], input=data, capture_output=True,
+                          timeout=300)
+
+
+def test_the_demo_classifies_its_easy_sample_at_every_precision():
+    for precision in ("fp32", "int8", "int8-blocks"):
+        r = Classifier(precision=precision).classify(SAMPLES / "easy_high-rising.wav", exit=12)
+        assert r.label == "high-rising" and r.probabilities["high-rising"] > 0.5 and r.speech
+
+
+def test_int8_agrees_with_fp32_on_the_demo():
+    fp32, int8 = Classifier(), Classifier(precision="int8")
+    for path in sorted(SAMPLES.glob("*.wav")):
+        samples, rate = sf.read(path, dtype="float32")
+        a, b = fp32.exit_probabilities(samples), int8.exit_probabilities(samples)
+        for layer in a:
+            assert a[layer].argmax() == b[layer].argmax() and np.abs(a[layer] - b[layer]).max() < 0.05
+
+
+def test_calibrate_then_classify_within_a_budget(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    r = cli("calibrate", "--out", profile, "--seconds", "0.5,1,2", "--repeats", "2")
+    assert r.returncode == 0 and profile.is_file(), r.stderr
+    r = cli("classify", SAMPLES / "easy_high-rising.wav", "--profile", profile, "--budget", "1s", "--json")
+    result = json.loads(r.stdout)
+    assert r.returncode == 0 and result["budget_met"] and not result["estimated"]
+
+
+def test_listen_on_the_demo_from_a_pipe():
+    speech, rate = sf.read(SAMPLES / "easy_high-rising.wav", dtype="float32")
+    signal = np.concatenate([quiet(0.8), speech, quiet(1.0, 1)])
+    r = cli("listen", "-", "--json", "--exit", "3", data=np.round(signal * 32767).astype("<i2").tobytes())
+    [line] = r.stdout.decode().splitlines()
+    result = json.loads(line)
+    assert r.returncode == 0 and result["label"] == "high-rising" and result["ended_by"] == "silence"
+    whole = Classifier().classify(signal[round(result["start"] * rate) : round(result["end"] * rate)], rate, exit=3)
+    assert result["probabilities"] == pytest.approx(whole.probabilities, abs=1e-4)
+
+
+def test_verify_the_shipped_demo():
+    r = cli("verify")
+    assert r.returncode == 0 and b"all 15 files match the manifest" in r.stdout
+
+
+def test_a_classifier_without_the_shared_pool_after_one_with_it_still_runs():
+    """onnxruntime refuses per-session threads once the process-wide pool exists; the runtime joins it instead."""
+    subprocess.run([sys.executable, "-c", "from edge_ser import Classifier\n"
+                    "Classifier().classify('" + str(SAMPLES / "easy_high-rising.wav") + "')\n"
+                    "r = Classifier(shared_pool=False, precision='int8').classify('"
+                    + str(SAMPLES / "easy_high-rising.wav") + "')\nassert r.label == 'high-rising'"],
+                   check=True, capture_output=True, timeout=120)
