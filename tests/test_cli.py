@@ -273,3 +273,20 @@ def test_paths_may_follow_options(tiny_export, clips):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
     bad = run("classify", clips / "a.wav", "--model", tiny_export, "--bogus")
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_exit_codes_when_strict_refusals_mix_with_successes_and_failures(tiny_export, clips, tmp_path):
+    from edge_ser.profile import DeviceProfile, SegmentCost
+
+    names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
+    profile = DeviceProfile("tiny", "fp32", 1, segments={n: SegmentCost([0, 10.0, 0], 1.0, 0, 1) for n in names},
+                            fingerprint=fingerprint(tiny_export))
+    profile.save(tmp_path / "p.yaml")
+    # exit 1 costs 40 ms per second of audio: a.wav (1 s) fits 50 ms, b.flac (1.5 s) does not
+    base = ("--model", tiny_export, "--profile", tmp_path / "p.yaml", "--budget", "50ms", "--strict", "--exit", "1")
+    mixed = run("classify", clips / "a.wav", clips / "b.flac", *base)
+    assert mixed.returncode == 3 and mixed.stdout.count("\n") == 2  # header + a.wav; b.flac refused
+    with_failure = run("classify", clips / "a.wav", clips / "b.flac", clips / "broken.wav", *base)
+    assert with_failure.returncode == 1  # a failure that is not a refusal
+    only_refused = run("classify", clips / "b.flac", *base)
+    assert only_refused.returncode == 3
