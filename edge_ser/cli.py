@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "modified.")
     v.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
 
+    be = sub.add_parser("bench", help="measure a model on this device: one shareable report",
+                        description="Latency p50/p95 per exit and clip length, real-time factor, cold start, peak "
+                        "memory of a process that stops at each exit, segment load times, budget compliance after a "
+                        "quick calibration and streaming latency, per precision: markdown here, JSON with --out "
+                        "(and a PNG beside it where matplotlib is installed). --compare puts reports side by side.")
+    be.add_argument("--model", type=Path, help="model directory (default: the demo model)")
+    be.add_argument("--precision", default="fp32,int8", help="comma-separated precisions (default fp32,int8)")
+    be.add_argument("--seconds", default="1,3,10", help="clip lengths, comma-separated (default 1,3,10)")
+    be.add_argument("--repeats", type=int, default=5, help="timed runs per exit and length (default 5)")
+    be.add_argument("--out", type=Path, help="write the report as JSON here (and a PNG of latency beside it)")
+    be.add_argument("--compare", nargs="+", type=Path, metavar="REPORT", help="print saved reports side by side")
+
     k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile",
                        description="Time every segment and exit head at several clip lengths on this device, fit "
                        "latency = a + b*s + c*s^2 per segment (the fit error is printed), record the memory each "
@@ -340,6 +352,36 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import BenchOptions, markdown, plot, run_bench, save
+    from .classifier import DEFAULT_MODEL
+
+    if args.compare:
+        reports = []
+        for path in args.compare:
+            try:
+                reports.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as err:
+                raise CliError(f"{path}: not a bench report ({err})") from None
+        print(markdown(reports))
+        return 0
+    precisions = tuple(p for p in args.precision.split(",") if p)
+    unknown = [p for p in precisions if p not in RUN_PRECISIONS]
+    if unknown:
+        raise CliError(f"--precision: unknown {', '.join(unknown)}; choose from {', '.join(RUN_PRECISIONS)}")
+    try:
+        seconds = tuple(float(s) for s in args.seconds.split(","))
+    except ValueError:
+        raise CliError(f"--seconds takes comma-separated numbers, got {args.seconds!r}") from None
+    report = run_bench(BenchOptions(args.model or DEFAULT_MODEL, precisions, seconds, args.repeats))
+    print(markdown([report]))
+    if args.out:
+        save(report, args.out)
+        png = plot(report, args.out.with_suffix(".png"))
+        print(f"wrote {args.out}" + (f" and {png}" if png else ""))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from .calibrate import calibrate_profile, describe_profile
     from .classifier import DEFAULT_MODEL, Classifier
@@ -367,7 +409,7 @@ def cmd_calibrate(args) -> int:
 # ---- dispatch -----------------------------------------------------------------------------
 
 DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_info, "verify": cmd_verify,
-                   "calibrate": cmd_calibrate}
+                   "calibrate": cmd_calibrate, "bench": cmd_bench}
 
 
 def _torch_command(name: str):

@@ -68,3 +68,27 @@ def test_a_classifier_without_the_shared_pool_after_one_with_it_still_runs():
                     "r = Classifier(shared_pool=False, precision='int8').classify('"
                     + str(SAMPLES / "easy_high-rising.wav") + "')\nassert r.label == 'high-rising'"],
                    check=True, capture_output=True, timeout=120)
+
+
+def test_bench_writes_a_report_and_compares_reports(tmp_path):
+    out = tmp_path / "report.json"
+    r = cli("bench", "--precision", "fp32", "--seconds", "0.5,1", "--repeats", "1", "--out", out)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert set(report["device"]) >= {"cpu", "cores", "features", "memory_gb", "onnxruntime", "providers"}
+    fp32 = report["precisions"]["fp32"]
+    assert set(fp32["latency"]) == {"3", "8", "10", "12"} and set(fp32["latency"]["3"]) == {"0.5", "1"}
+    assert all(v["peak_rss_mb"] > 0 and v["cold_start_ms"] > 0 for v in fp32["process"].values())
+    assert fp32["streaming"]["3"]["stream_ms"] > 0 and set(fp32["load_ms"]) >= {"encoder", "context", "exit_12"}
+    assert "| [1] | 3 |" in r.stdout.decode()
+    both = cli("bench", "--compare", out, out)
+    assert both.returncode == 0 and both.stdout.decode().count("| [2] |") == 4
+
+
+@pytest.mark.parametrize("args,message", [(("--precision", "fp64"), b"unknown fp64"),
+                                          (("--repeats", "0"), b"--repeats must be from 1 to 100"),
+                                          (("--seconds", "a,b"), b"comma-separated numbers"),
+                                          (("--compare", "missing.json"), b"not a bench report")])
+def test_bench_refuses_bad_arguments_in_one_line(args, message):
+    r = cli("bench", *args)
+    assert r.returncode == 2 and message in r.stderr and b"Traceback" not in r.stderr
