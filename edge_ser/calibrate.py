@@ -83,6 +83,7 @@ def calibrate_profile(
         precision=engine.precision,
         threads=engine.threads,
         fingerprint=manifest.fingerprint(engine.precision),
+        providers=list(engine.providers),
         quantile=quantile,
         segments={name: fit(samples, memory.get(name, 0.0)) for name, samples in timings.items()},
         preprocess=fit(prep),

@@ -129,7 +129,8 @@ class Classifier:
         self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
         self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
         if self.profile is not None:
-            self.profile.check_fits(self.manifest.name, precision, self.manifest.fingerprint(precision))
+            self.profile.check_fits(self.manifest.name, precision, self.manifest.fingerprint(precision),
+                                    self.engine.providers)
         if measure and not self.manifest.policy:
             raise ValueError(f"{self.model_dir}: this model has no calibrated early-exit thresholds (export it with dev data)")
         self.stop_rule = StopRule.from_policy(self.manifest.policy, measure) if self.manifest.policy else None

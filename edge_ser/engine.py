@@ -61,6 +61,23 @@ def verify_files(directory: str | Path, manifest: Manifest) -> list[tuple[str, s
     return checked
 
 
+def usable_providers(wanted: list[str]) -> list[str]:
+    """The providers of `wanted` (in order of preference) that this onnxruntime build has. Missing ones are dropped
+    with a warning as long as one that is listed remains (list CPUExecutionProvider last for a fallback); if none
+    remains, one error that lists what is available."""
+    available = ort.get_available_providers()
+    if any(not isinstance(p, str) or not p for p in wanted):
+        raise ManifestError(f"execution providers are names such as CPUExecutionProvider, got {wanted!r}")
+    usable = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    if not usable:
+        raise ManifestError(f"execution provider(s) {', '.join(missing)} not available here; available: "
+                            f"{', '.join(available)} (list CPUExecutionProvider last to fall back to it)")
+    if missing:
+        log.warning("execution provider(s) %s not available here: running on %s", ", ".join(missing), ", ".join(usable))
+    return usable
+
+
 class Engine:
     """Runs named segments; opens (and hash-checks) each file the first time it is needed.
 
@@ -87,13 +104,7 @@ class Engine:
         self.directory = Path(directory)
         self.manifest = manifest
         self.precision = precision
-        self.providers = providers or ["CPUExecutionProvider"]
-        missing = [p for p in self.providers if p not in ort.get_available_providers()]
-        if missing:
-            raise ManifestError(
-                f"execution provider(s) {', '.join(missing)} not available here; "
-                f"available: {', '.join(ort.get_available_providers())}"
-            )
+        self.providers = usable_providers(providers or ["CPUExecutionProvider"])
         if not shared_pool and _GLOBAL_POOL_THREADS is not None:
             # onnxruntime refuses per-session threads once a process-wide pool exists: join it instead of failing.
             log.info("a process-wide onnxruntime pool already exists: this Engine shares it (shared_pool=False ignored)")

@@ -39,6 +39,7 @@ class DeviceProfile:
     precision: str
     threads: int
     fingerprint: str = ""  # Manifest.fingerprint(precision) of the files it timed
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])  # what ran them
     device: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor() or platform.node()}")
     quantile: float = 0.99
     segments: dict[str, SegmentCost] = field(default_factory=dict)  # segment name (chain and heads) -> cost
@@ -48,12 +49,16 @@ class DeviceProfile:
     def predict_ms(self, name: str, seconds: float, high: bool = True) -> float:
         return self.segments[name].predict_ms(seconds, high)
 
-    def check_fits(self, model: str, precision: str, fingerprint: str | None = None) -> None:
+    def check_fits(self, model: str, precision: str, fingerprint: str | None = None,
+                   providers: list[str] | None = None) -> None:
         """A profile times one model's files at one precision: planning another from it would mis-predict every
         budget (an int8 profile would make fp32 runs miss theirs; so would a retrained model under the same name)."""
         if self.model != model or self.precision != precision:
             raise ProfileError(f"device profile is for model {self.model!r} at {self.precision}, not {model!r} at "
                                f"{precision}: run edge-ser calibrate --precision {precision}")
+        if providers is not None and list(self.providers) != list(providers):
+            raise ProfileError(f"device profile timed {', '.join(self.providers)}, this run uses "
+                               f"{', '.join(providers)}: run edge-ser calibrate with the same --provider")
         if fingerprint is not None and self.fingerprint != fingerprint:
             raise ProfileError(f"device profile for {model!r} timed other model files (fingerprint "
                                f"{self.fingerprint[:12] or 'missing'}, the model's is {fingerprint[:12]}): "
@@ -83,7 +88,9 @@ class DeviceProfile:
         for name, value, ok in (("model", profile.model, isinstance(profile.model, str)),
                                 ("precision", profile.precision, isinstance(profile.precision, str)),
                                 ("threads", profile.threads, isinstance(profile.threads, int) and profile.threads >= 0),
-                                ("quantile", profile.quantile, _finite(profile.quantile) and 0 < profile.quantile <= 1)):
+                                ("quantile", profile.quantile, _finite(profile.quantile) and 0 < profile.quantile <= 1),
+                                ("providers", profile.providers, isinstance(profile.providers, list) and bool(
+                                    profile.providers) and all(isinstance(p, str) for p in profile.providers))):
             if not ok:
                 raise ProfileError(f"{path}: field {name} is {value!r}; see edge-ser calibrate for what it writes")
         return profile

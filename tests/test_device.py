@@ -23,12 +23,12 @@ def cli(*args, data: bytes | None = None):
 
 def test_the_demo_classifies_its_easy_sample_at_every_precision():
     for precision in ("fp32", "int8", "int8-blocks"):
-        r = Classifier(precision=precision).classify(SAMPLES / "easy_high-rising.wav", exit=12)
+        r = Classifier(precision=precision, shared_pool=False).classify(SAMPLES / "easy_high-rising.wav", exit=12)
         assert r.label == "high-rising" and r.probabilities["high-rising"] > 0.5 and r.speech
 
 
 def test_int8_agrees_with_fp32_on_the_demo():
-    fp32, int8 = Classifier(), Classifier(precision="int8")
+    fp32, int8 = Classifier(shared_pool=False), Classifier(precision="int8", shared_pool=False)
     for path in sorted(SAMPLES.glob("*.wav")):
         samples, rate = sf.read(path, dtype="float32")
         a, b = fp32.exit_probabilities(samples), int8.exit_probabilities(samples)
@@ -52,7 +52,7 @@ def test_listen_on_the_demo_from_a_pipe():
     [line] = r.stdout.decode().splitlines()
     result = json.loads(line)
     assert r.returncode == 0 and result["label"] == "high-rising" and result["ended_by"] == "silence"
-    whole = Classifier().classify(signal[round(result["start"] * rate) : round(result["end"] * rate)], rate, exit=3)
+    whole = Classifier(shared_pool=False).classify(signal[round(result["start"] * rate) : round(result["end"] * rate)], rate, exit=3)
     assert result["probabilities"] == pytest.approx(whole.probabilities, abs=1e-4)
 
 
@@ -92,3 +92,30 @@ def test_bench_writes_a_report_and_compares_reports(tmp_path):
 def test_bench_refuses_bad_arguments_in_one_line(args, message):
     r = cli("bench", *args)
     assert r.returncode == 2 and message in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_a_missing_provider_falls_back_when_cpu_is_listed_and_is_one_error_otherwise():
+    from edge_ser import ManifestError
+    from edge_ser.engine import usable_providers
+
+    assert usable_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ManifestError, match="CUDAExecutionProvider not available here; available: .*CPUExecution"):
+        usable_providers(["CUDAExecutionProvider"])
+    r = cli("classify", SAMPLES / "easy_high-rising.wav", "--provider", "TensorrtExecutionProvider",
+            "--provider", "CPUExecutionProvider")
+    assert r.returncode == 0 and b"TensorrtExecutionProvider not available here: running on CPUExecutionProvider" in r.stderr
+    r = cli("classify", SAMPLES / "easy_high-rising.wav", "--provider", "CUDAExecutionProvider")
+    assert r.returncode == 2 and b"not available here" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_a_profile_records_the_providers_it_timed(tmp_path):
+    from edge_ser import EdgeSerError
+    from edge_ser.calibrate import calibrate_profile
+    from edge_ser.profile import DeviceProfile
+
+    profile = calibrate_profile(Classifier(shared_pool=False), (0.5,), repeats=1)
+    assert profile.providers == ["CPUExecutionProvider"]
+    profile.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]  # as calibrated on a Jetson
+    loaded = DeviceProfile.load(profile.save(tmp_path / "p.yaml"))
+    with pytest.raises(EdgeSerError, match="device profile timed CUDAExecutionProvider, CPUExecutionProvider"):
+        Classifier(profile=loaded, shared_pool=False)
