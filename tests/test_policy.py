@@ -58,3 +58,15 @@ def test_calibration_keeps_uar_within_the_allowed_loss_and_saves_compute():
 def test_uar_is_mean_recall():
     truth = np.array([0, 0, 0, 1])
     assert uar(truth, np.array([0, 0, 0, 0])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("measure", ["max_prob", "entropy"])
+def test_a_certainty_exactly_at_the_threshold_stops_and_the_simulator_agrees(measure):
+    # Calibrated thresholds sit exactly on an observed dev certainty: that clip must stop, in both places.
+    probs = np.array([0.75, 0.25])
+    at = float(certainty(probs, measure))
+    for threshold, stops in ((at, True), (np.nextafter(at, 2.0), False)):
+        rule = StopRule(measure, threshold=float(threshold))
+        assert rule.should_stop([probs]) is stops
+        stop_index = simulate([probs[None, :], np.array([[0.5, 0.5]])], rule)[0]
+        assert stop_index == (0 if stops else 1)

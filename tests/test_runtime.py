@@ -256,3 +256,33 @@ def test_a_segment_of_unknown_cost_is_never_planned_past_a_budget(tiny_export):
     c = Classifier(tiny_export, profile=flat_profile(costs, model=tiny_export), shared_pool=False)
     plan = c.plan(1.0, budget_ms=1000, exit=4)
     assert plan.last_exit == 3 and plan.limited_by == "budget" and np.isnan(plan.predicted_ms[4])
+
+
+def test_a_profiled_preprocessing_cost_is_planned_for_clips_not_for_streams(tiny_export):
+    profile = flat_profile(COSTS, model=tiny_export)
+    profile.preprocess = SegmentCost([0.0, 5.0, 0.0], 1.0, 0.0, 0.0)  # 5 ms per second of audio
+    c = Classifier(tiny_export, profile=profile, shared_pool=False)
+    assert c.plan(2.0, exit=4).predicted_ms == pytest.approx({1: 52, 3: 92, 4: 112})  # fixed-exit costs + 10
+    assert c.plan(2.0, budget_ms=51.9, exit=1).fits is False and c.plan(2.0, budget_ms=52, exit=1).fits
+    # a stream has already run the encoder on raw samples: neither preprocessing nor encoder is planned
+    assert c.plan(2.0, exit=4, done=1).predicted_ms[1] == pytest.approx(22)
+
+
+def test_lazy_opening_under_real_concurrency_opens_each_file_once(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)  # fresh: nothing open yet
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def run():
+        try:
+            barrier.wait()
+            c.classify(clip(), 16000, exit=4)
+        except Exception as err:  # noqa: BLE001 - any failure in a thread fails the test below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(c.engine.opened) == len(set(c.engine.opened)) == 6  # each file once
