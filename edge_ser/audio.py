@@ -97,25 +97,36 @@ def resample(audio: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     return soxr.resample(audio, rate, sample_rate).astype(np.float32)
 
 
+PCM_DTYPES = (np.int16, np.int32)  # signed PCM as sound cards and arecord deliver it
+
+
+def as_float(samples: np.ndarray, what: str = "audio") -> np.ndarray:
+    """Samples as float32, one rule for clips and stream chunks: float as it is, 16/32-bit signed PCM scaled to
+    [-1, 1]; anything else (unsigned or 8-bit PCM, complex, text) and NaN or infinite samples are refused."""
+    if samples.dtype.kind == "f":
+        out = samples.astype(np.float32, copy=False)
+    elif samples.dtype in PCM_DTYPES:
+        out = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+    else:
+        raise AudioError(f"{what} must be float or signed 16/32-bit PCM samples; got dtype {samples.dtype}")
+    if not np.all(np.isfinite(out)):
+        raise AudioError(f"{what} holds NaN or infinite samples")
+    return out
+
+
 def check_samples(audio: np.ndarray, sample_rate: int, min_samples: int) -> np.ndarray:
-    """Validate caller-supplied samples: 1-D (or 2-D channels-last, averaged), finite, long enough."""
+    """Validate caller-supplied samples: 1-D (or 2-D channels-last, averaged after scaling), finite, long enough."""
     audio = np.asarray(audio)
+    if audio.ndim not in (1, 2):
+        raise AudioError(f"audio must be 1-D samples (or samples x channels), got shape {audio.shape}")
+    audio = as_float(audio)  # before averaging: the mean of int16 channels would leave PCM unscaled
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
-    if audio.ndim != 1:
-        raise AudioError(f"audio must be 1-D samples (or samples x channels), got shape {audio.shape}")
-    if not np.issubdtype(audio.dtype, np.floating) and not np.issubdtype(audio.dtype, np.integer):
-        raise AudioError(f"audio must hold numbers, got dtype {audio.dtype}")
-    if np.issubdtype(audio.dtype, np.integer):  # PCM: scale to [-1, 1]
-        audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
-    audio = audio.astype(np.float32, copy=False)
     if audio.size < min_samples:
         raise AudioError(
             f"clip too short: {1000 * audio.size / sample_rate:.0f} ms; the model needs at least "
             f"{1000 * min_samples / sample_rate:.0f} ms"
         )
-    if not np.all(np.isfinite(audio)):
-        raise AudioError("audio holds NaN or infinite samples")
     return audio
 
 

@@ -239,6 +239,13 @@ def _format_row(r) -> str:
     return f"{label:<14} {conf:>5.2f} {r.exit_layer:>4} {r.latency_ms:>9.1f} {r.stopped_by:<10} {budget}"
 
 
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise CliError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
 def build_classifier(args):
     from .classifier import Classifier
 
@@ -369,10 +376,7 @@ def cmd_bench(args) -> int:
     unknown = [p for p in precisions if p not in RUN_PRECISIONS]
     if unknown:
         raise CliError(f"--precision: unknown {', '.join(unknown)}; choose from {', '.join(RUN_PRECISIONS)}")
-    try:
-        seconds = tuple(float(s) for s in args.seconds.split(","))
-    except ValueError:
-        raise CliError(f"--seconds takes comma-separated numbers, got {args.seconds!r}") from None
+    seconds = _numbers(args.seconds, "--seconds")
     report = run_bench(BenchOptions(args.model or DEFAULT_MODEL, precisions, seconds, args.repeats))
     print(markdown([report]))
     if args.out:
@@ -388,10 +392,7 @@ def cmd_calibrate(args) -> int:
     from .profile import default_profile_path
 
     directory = args.model or DEFAULT_MODEL
-    try:
-        seconds = tuple(float(s) for s in args.seconds.split(","))
-    except ValueError:
-        raise CliError(f"--seconds takes comma-separated numbers, got {args.seconds!r}") from None
+    seconds = _numbers(args.seconds, "--seconds")
     classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider)
 
     def progress(done, total):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .audio import as_float
 from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
 from .errors import AudioError, BudgetError, EdgeSerError, StreamError
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from .classifier import Classifier, Result
 
 MAX_PIECE_SECONDS = 0.5  # a large chunk is walked in pieces of this length, so the look-back buffer stays small
-PCM_DTYPES = (np.int16, np.int32)
 
 
 def chunk_to_float(samples: object, what: str = "chunk") -> np.ndarray:
@@ -50,15 +50,7 @@ def chunk_to_float(samples: object, what: str = "chunk") -> np.ndarray:
         array = array[:, 0]
     if array.ndim != 1:
         raise AudioError(f"{what} must be mono samples, shape (n,) or (n, 1); got shape {array.shape}")
-    if array.dtype.kind == "f":
-        out = array.astype(np.float32, copy=False)
-    elif array.dtype in PCM_DTYPES:
-        out = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
-    else:
-        raise AudioError(f"{what} must be float or signed 16/32-bit PCM samples; got dtype {array.dtype}")
-    if not np.all(np.isfinite(out)):
-        raise AudioError(f"{what} holds NaN or infinite samples; the chunk was dropped")
-    return out
+    return as_float(array, what)
 
 
 class IncrementalEncoder:

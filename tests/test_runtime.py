@@ -286,3 +286,13 @@ def test_lazy_opening_under_real_concurrency_opens_each_file_once(tiny_export):
     for t in threads:
         t.join()
     assert not errors and len(c.engine.opened) == len(set(c.engine.opened)) == 6  # each file once
+
+
+def test_pcm_stereo_is_scaled_before_its_channels_are_averaged(stream_export):
+    c = Classifier(stream_export, shared_pool=False)  # raw waveform: the scale matters
+    mono = clip(1.0)
+    pcm = np.round(mono * 32767).astype(np.int16)
+    stereo = c.classify(np.stack([pcm, pcm], axis=1), 16000, exit=1)
+    assert stereo.probabilities == pytest.approx(c.classify(mono, 16000, exit=1).probabilities, abs=1e-3)
+    with pytest.raises(AudioError, match="dtype uint8"):
+        c.classify(np.zeros(16000, np.uint8), 16000)
