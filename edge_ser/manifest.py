@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .errors import ManifestError
+from .options import RATE_RULE, is_rate
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -225,8 +226,7 @@ def _check_fields(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
     """Every field typed and in range, one message naming the field (a string 'false' is not a bool, 16000.5 Hz
     is not a rate): the manifest comes from storage, and storage on a device can be anything."""
     _need(isinstance(raw["name"], str) and raw["name"] != "", where, "name", raw["name"], "a non-empty string")
-    _need(_is_int(raw["sample_rate"], 1000, 768_000), where, "sample_rate", raw["sample_rate"],
-          "a whole number of Hz from 1000 to 768000")
+    _need(is_rate(raw["sample_rate"]), where, "sample_rate", raw["sample_rate"], RATE_RULE)
     _need(isinstance(raw["normalize"], bool), where, "normalize", raw["normalize"], "true or false")
     for key in ("min_samples", "samples_per_frame"):
         _need(_is_int(raw[key], 1, 10**6), where, key, raw[key], "a whole number from 1 to 1000000")

@@ -9,11 +9,21 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
+
 from .errors import EdgeSerError
 
 
 class OptionError(EdgeSerError, ValueError):
     """A run option out of range: one line naming it and what is allowed."""
+
+
+RATE_RULE = "a whole number of Hz from 1000 to 768000"  # sample rates from a user, a file or a stream
+
+
+def is_rate(value: object) -> bool:
+    """A sample rate the runtime takes (RATE_RULE): one check for the CLI, streams and manifests."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 1000 <= value <= 768_000
 
 
 def max_threads() -> int:

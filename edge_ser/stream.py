@@ -36,6 +36,7 @@ import numpy as np
 from .audio import as_float
 from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
 from .errors import AudioError, BudgetError, EdgeSerError, StreamError
+from .options import RATE_RULE, is_rate
 
 if TYPE_CHECKING:
     from .classifier import Classifier, Result
@@ -177,8 +178,8 @@ class Stream:
         endpoint: EndpointOptions | None = DEFAULT_ENDPOINT,
         incremental: bool | None = None,
     ):
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768_000:
-            raise StreamError(f"sample_rate must be a whole number of Hz from 1000 to 768000, got {sample_rate!r}")
+        if not is_rate(sample_rate):
+            raise StreamError(f"sample_rate must be {RATE_RULE}, got {sample_rate!r}")
         if endpoint is not None and not isinstance(endpoint, EndpointOptions):
             raise StreamError(f"endpoint must be EndpointOptions or None (utterances marked by the app), got {endpoint!r}")
         manifest = classifier.manifest

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from .options import RATE_RULE, is_rate
+
 _TIME_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 _SIZE_MIB = {"b": 1 / 2**20, "kb": 1e3 / 2**20, "kib": 1 / 1024, "mb": 1e6 / 2**20, "mib": 1.0, "gb": 1e9 / 2**20, "gib": 1024.0}
 
@@ -36,7 +38,6 @@ def parse_rate(text: str) -> int:
     """'16000' or '16k' -> 16000: a sample rate in Hz, a whole number from 1000 to 768000."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(k?)(?:hz)?\s*", text, flags=re.IGNORECASE)
     value = float(match.group(1)) * (1000 if match.group(2) else 1) if match else None
-    if value is None or value != int(value) or not 1000 <= value <= 768_000:
-        raise ValueError(f"cannot read {text!r} as a sample rate: use a whole number of Hz from 1000 to 768000, "
-                         "e.g. 16000 or 16k")
+    if value is None or value != int(value) or not is_rate(int(value)):
+        raise ValueError(f"cannot read {text!r} as a sample rate: use {RATE_RULE}, e.g. 16000 or 16k")
     return int(value)
