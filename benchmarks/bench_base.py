@@ -1,13 +1,18 @@
-"""Base-size (94M-parameter wav2vec2, random weights) export and runtime measurements.
+"""Base size (94M-parameter wav2vec2 layout, random weights): the runtime against the alternatives a buyer asks for.
 
-1. export + verification against torch (segments and a monolithic graph);
-2. full depth on a 3 s clip: segmented chain with one shared thread pool, the chain with
-   per-session pools, the monolithic graph, and torch eager, each in its own process (thread pools
-   are process-wide), in interleaved rounds; reported as ratios to the monolithic graph;
-3. int8 vs fp32 per segment (interleaved in one process), and dynamic vs static int8 for the encoder;
-4. peak resident memory of a classifier that stops at exit 3 vs one that runs to exit 12.
+1. export + verification against torch (segments and a monolithic graph), int8 files;
+2. engines at every exit, each in its own process (thread pools are process-wide), in interleaved rounds,
+   3 s clip: the runtime at fp32 / int8 / int8-blocks (one shared thread pool, its default), the runtime's
+   segments with per-session thread pools, one monolithic ONNX graph (full depth only: it computes every exit),
+   torch eager fp32 and torch's own dynamic int8 (Linear layers); ratios to torch eager fp32;
+3. int8 against fp32 per segment (interleaved in one process), dynamic against static int8 for the encoder;
+4. the fraction of this machine's practical peak each segment reaches: multiply-adds counted from the graph
+   (benchmarks/graph_macs.py) per second, against the best of several matrix-multiply shapes run by
+   onnxruntime in the same run (fp32 MatMul; int8 MatMulInteger);
+5. latency against clip length (0.5 to 30 s) per exit, fp32 and int8, as a plot;
+6. peak resident memory of a process that stops at exit 3 against one that runs to exit 12.
 
-    python benchmarks/bench_base.py [--work benchmarks/.cache/base] [--rounds 3] [--repeats 8]
+    python benchmarks/bench_base.py [--work benchmarks/.cache/base] [--rounds 3] [--repeats 6]
 """
 from __future__ import annotations
 
@@ -22,27 +27,37 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine, save  # noqa: E402
+from common import RESULTS, interleaved, machine, save  # noqa: E402
+from graph_macs import graph_macs, matmul_peak  # noqa: E402
 
 CLIP_SECONDS = 3.0
+LENGTHS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+ENGINES = ["runtime-fp32", "runtime-int8", "runtime-int8-blocks", "runtime-fp32-per-session-pools",
+           "monolithic-fp32", "torch-eager-fp32", "torch-dynamic-int8"]
+BASELINE = "torch-eager-fp32"
 
 
 def clip(seconds: float = CLIP_SECONDS) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
 
 
-def export_base(work: Path) -> dict:
+def base_model():
     import torch
 
     from edge_ser_torch.backbone import load_encoder
     from edge_ser_torch.config import ModelConfig
     from edge_ser_torch.model import SelfDistilledSER
-    from edge_ser_torch.onnx_export import ExportOptions, export_model
-    from edge_ser_torch.quantize import quantize_model
-    from edge_ser.manifest import load_manifest
 
     torch.manual_seed(0)
-    model = SelfDistilledSER(ModelConfig(), 7, encoder=load_encoder(None, "wav2vec2", {})).eval()
+    return SelfDistilledSER(ModelConfig(), 7, encoder=load_encoder(None, "wav2vec2", {})).eval()
+
+
+def export_base(work: Path) -> dict:
+    from edge_ser.manifest import load_manifest
+    from edge_ser_torch.onnx_export import ExportOptions, export_model
+    from edge_ser_torch.quantize import quantize_model
+
+    model = base_model()
     start = time.perf_counter()
     options = ExportOptions(verify_seconds=(0.5, 1.0, 3.3, 7.0), monolithic=True, description="base, random weights")
     manifest = export_model(model, [f"c{i}" for i in range(7)], work, name="base-random", options=options)
@@ -63,7 +78,7 @@ def export_base(work: Path) -> dict:
     }
 
 
-# ---- workers: one variant per process ------------------------------------------------------
+# ---- workers: one engine per process -------------------------------------------------------
 
 
 def peak_rss_mb() -> float:
@@ -75,99 +90,168 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # other systems: kB on Linux/BSD
 
 
-def worker(variant: str, work: Path, repeats: int) -> dict:
+def engine_runs(engine: str, work: Path, layers: list[int]) -> dict[int, object]:
+    """One callable per exit layer that classifies the 3 s clip with `engine`, stopping at that exit."""
     audio = clip()
-    if variant == "torch":
+    if engine.startswith("torch"):
         import torch
 
-        from edge_ser_torch.backbone import load_encoder
-        from edge_ser_torch.config import ModelConfig
-        from edge_ser_torch.model import SelfDistilledSER
-
-        torch.manual_seed(0)
-        model = SelfDistilledSER(ModelConfig(), 7, encoder=load_encoder(None, "wav2vec2", {})).eval()
+        model = base_model()
+        if engine == "torch-dynamic-int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         x = torch.from_numpy(audio)[None]
 
-        def run():
+        def torch_run(layer):
             with torch.no_grad():
-                model(x)
-    elif variant == "monolithic":
+                return model(x, up_to=layer)
+        return {layer: (lambda layer=layer: torch_run(layer)) for layer in layers}
+    if engine == "monolithic-fp32":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(work / "monolithic.onnx"), providers=["CPUExecutionProvider"])
-        x = audio[None]
+        return {layers[-1]: lambda: session.run(None, {"waveform": audio[None]})}
+    from edge_ser import Classifier
 
-        def run():
-            session.run(None, {"waveform": x})
-    elif variant.startswith("memory-exit"):
+    precision = engine.removeprefix("runtime-").removesuffix("-per-session-pools")
+    c = Classifier(work, precision=precision, shared_pool=not engine.endswith("per-session-pools"))
+    return {layer: (lambda layer=layer: c.classify(audio, 16000, exit=layer)) for layer in layers}
+
+
+def worker(engine: str, work: Path, repeats: int) -> dict:
+    from edge_ser.manifest import load_manifest
+
+    layers = [e.layer for e in load_manifest(work).exits]
+    if engine.startswith("memory-exit"):
         from edge_ser import Classifier
 
-        layer = int(variant.rsplit("-", 1)[1])
         before = peak_rss_mb()
-        Classifier(work).classify(audio, 16000, exit=layer)
+        Classifier(work).classify(clip(), 16000, exit=int(engine.rsplit("-", 1)[1]))
         return {"peak_mb": peak_rss_mb(), "import_peak_mb": before}
-    else:
-        from edge_ser import Classifier
-
-        c = Classifier(work, shared_pool=variant == "chain-shared")
-
-        def run():
-            c.classify(audio, 16000, exit=12)
-    times = interleaved({variant: run}, repeats)[variant]
-    return {"ms": times.tolist()}
+    runs = engine_runs(engine, work, layers)
+    times = interleaved({str(layer): fn for layer, fn in runs.items()}, repeats)
+    return {"ms": {layer: t.tolist() for layer, t in times.items()}}
 
 
-def run_worker(variant: str, work: Path, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", variant, "--work", str(work), "--repeats", str(repeats)],
-                         capture_output=True, text=True, check=True)
+def run_worker(engine: str, work: Path, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", engine, "--work", str(work), "--repeats", str(repeats)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"worker {engine} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def int8_per_segment(work: Path, repeats: int) -> dict:
+def engines_per_exit(work: Path, rounds: int, repeats: int) -> dict:
+    times: dict[str, dict[str, list[float]]] = {}
+    for _ in range(rounds):  # round-robin over processes: load bursts hit every engine alike
+        for engine in ENGINES:
+            for layer, ms in run_worker(engine, work, repeats)["ms"].items():
+                times.setdefault(engine, {}).setdefault(layer, []).extend(ms)
+    base = {layer: float(np.median(ms)) for layer, ms in times[BASELINE].items()}
+    return {engine: {layer: {"median_ms": float(np.median(ms)), "speedup_over_torch_eager": base[layer] / float(np.median(ms))}
+                     for layer, ms in per_exit.items()} for engine, per_exit in times.items()}
+
+
+# ---- one process: per segment ----------------------------------------------------------------
+
+
+def segment_inputs(work: Path) -> tuple[dict, dict]:
+    """The input each chain segment sees on the 3 s clip (from the fp32 chain), and the manifest's segments."""
+    from edge_ser import Classifier
+
+    c = Classifier(work, shared_pool=False)
+    value = c.preprocess(clip())
+    inputs = {}
+    for seg in c.manifest.chain:
+        inputs[seg.name] = value
+        value = c.engine.run(seg, value)
+    return inputs, {seg.name: seg for seg in c.manifest.chain}
+
+
+def per_segment(work: Path, repeats: int) -> dict:
+    """int8 against fp32 per segment, dynamic against static int8 for the encoder, and each segment's multiply-adds
+    per second as a fraction of the practical peak of its precision."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edge_ser.audio import normalize
-    from edge_ser.manifest import load_manifest
-
-    m = load_manifest(work)
+    inputs, segments = segment_inputs(work)
     dynamic_encoder = work / "encoder.dynamic-int8.onnx"
     if not dynamic_encoder.exists():
         quantize_dynamic(work / "encoder.onnx", dynamic_encoder, weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()  # per-session pools, all graph optimisations: each segment alone
+    options.log_severity_level = 3
     sessions = {}
-    for seg in m.chain:
+    for name, seg in segments.items():
         for precision in ("fp32", "int8"):
-            sessions[(seg.name, precision)] = ort.InferenceSession(str(work / seg.files[precision].file))
-    sessions[("encoder", "dynamic-int8")] = ort.InferenceSession(str(dynamic_encoder))
-    x = normalize(clip())[None]
-    inputs = {}
-    hidden = x
-    for seg in m.chain:
-        inputs[seg.name] = {seg.input: hidden}
-        hidden = sessions[(seg.name, "fp32")].run(None, inputs[seg.name])[0]
-    variants = {f"{name}|{p}": (lambda s=s, n=name: s.run(None, inputs[n])) for (name, p), s in sessions.items()}
+            sessions[(name, precision)] = ort.InferenceSession(str(work / seg.files[precision].file), options)
+    sessions[("encoder", "dynamic-int8")] = ort.InferenceSession(str(dynamic_encoder), options)
+    feeds = {key: {s.get_inputs()[0].name: inputs[key[0]]} for key, s in sessions.items()}
+    variants = {f"{name}|{p}": (lambda s=s, f=feeds[(name, p)]: s.run(None, f)) for (name, p), s in sessions.items()}
     times = interleaved(variants, repeats)
-    enc_fp32 = sessions[("encoder", "fp32")].run(None, inputs["encoder"])[0]
-    errors = {}
-    for p in ("int8", "dynamic-int8"):
-        enc = sessions[("encoder", p)].run(None, inputs["encoder"])[0]
-        errors[p] = float(np.mean(np.abs(enc - enc_fp32)) / np.mean(np.abs(enc_fp32)))
+    peak = matmul_peak(repeats)
+    enc_fp32 = sessions[("encoder", "fp32")].run(None, feeds[("encoder", "fp32")])[0]
     rows = {}
-    for seg in m.chain:
-        fp32 = np.median(times[f"{seg.name}|fp32"])
-        rows[seg.name] = {"fp32_ms": float(fp32), "int8_speedup": float(fp32 / np.median(times[f"{seg.name}|int8"]))}
-    rows["encoder"]["dynamic_int8_speedup"] = float(
-        np.median(times["encoder|fp32"]) / np.median(times["encoder|dynamic-int8"]))
-    rows["encoder"]["mean_relative_error"] = errors
-    return rows
+    for name, seg in segments.items():
+        macs = graph_macs(work / seg.files["fp32"].file, inputs[name])
+        fp32_ms, int8_ms = (float(np.median(times[f"{name}|{p}"])) for p in ("fp32", "int8"))
+        rows[name] = {"macs": macs, "fp32_ms": fp32_ms, "int8_ms": int8_ms, "int8_speedup": fp32_ms / int8_ms,
+                      "fp32_gmacs_per_s": macs / fp32_ms / 1e6, "int8_gmacs_per_s": macs / int8_ms / 1e6,
+                      "fp32_fraction_of_peak": macs / fp32_ms / 1e6 / peak["fp32"]["best_gmacs_per_s"],
+                      "int8_fraction_of_peak": macs / int8_ms / 1e6 / peak["int8"]["best_gmacs_per_s"]}
+    rows["encoder"]["dynamic_int8_speedup"] = rows["encoder"]["fp32_ms"] / float(np.median(times["encoder|dynamic-int8"]))
+    rows["encoder"]["mean_relative_error"] = {}
+    for p in ("int8", "dynamic-int8"):
+        enc = sessions[("encoder", p)].run(None, feeds[("encoder", p)])[0]
+        rows["encoder"]["mean_relative_error"][p] = float(np.mean(np.abs(enc - enc_fp32)) / np.mean(np.abs(enc_fp32)))
+    return {"segments": rows, "peak": peak}
+
+
+def latency_by_length(work: Path, repeats: int) -> dict:
+    """ms per exit (path to it + its own head) for clips of 0.5 to 30 s, per precision: medians per segment."""
+    from edge_ser import Classifier
+    from edge_ser.calibrate import time_segments
+
+    out = {}
+    for precision in ("fp32", "int8"):
+        c = Classifier(work, precision=precision)
+        timings, prep = time_segments(c, LENGTHS, repeats, np.random.default_rng(0))
+
+        def median(samples, seconds):
+            return float(np.median([ms for s, ms in samples if s == seconds]))
+        out[precision] = {}
+        for e in c.manifest.exits:
+            path = [seg.name for seg in c.manifest.chain_to(e)] + [e.head.name]
+            out[precision][str(e.layer)] = [median(prep, s) + sum(median(timings[n], s) for n in path) for s in LENGTHS]
+    return {"seconds": list(LENGTHS), "ms": out}
+
+
+def plot_lengths(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, (precision, per_exit) in zip(axes, data["ms"].items(), strict=True):
+        for layer, ms in per_exit.items():
+            ax.plot(data["seconds"], ms, marker="o", markersize=3, label=f"exit {layer}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"base size, {precision}")
+        ax.set_xlabel("clip length (s)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms, median)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"latency against clip length per exit ({machine()})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".cache" / "base")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--only", choices=["memory"], help="run only this part (the export is reused)")
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -177,44 +261,46 @@ def main() -> None:
     results: dict = {"clip_seconds": CLIP_SECONDS}
     if not (args.work / "manifest.yaml").exists() or not (args.work / "monolithic.onnx").exists():
         results["export"] = export_base(args.work)
-        print(f"export: {json.dumps(results['export'])}")
-
-    if args.only == "memory":
-        previous = json.loads((Path(__file__).resolve().parent / "results" / "base.json").read_text())
-        results = {k: v for k, v in previous.items() if k != "machine"}
-        results["memory"] = {f"exit_{k}": run_worker(f"memory-exit-{k}", args.work, 1) for k in (3, 12)}
-        print_memory(results["memory"])
-        save("base", results)
-        return
-
-    variants = ["monolithic", "chain-shared", "chain-per-session", "torch"]
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):  # round-robin over processes: load bursts hit every variant alike
-        for v in variants:
-            times[v] += run_worker(v, args.work, args.repeats)["ms"]
-    mono = np.median(times["monolithic"])
-    results["full_depth"] = {v: {"median_ms": float(np.median(t)), "ratio_to_monolithic": float(np.median(t) / mono)}
-                             for v, t in times.items()}
-    results["int8"] = int8_per_segment(args.work, args.repeats * 2)
+    else:  # reuse the export; keep its figures from the last results file
+        previous = RESULTS / "base.json"
+        results["export"] = json.loads(previous.read_text()).get("export") if previous.exists() else None
+    print(f"export: {json.dumps(results['export'])}")
+    results["engines"] = engines_per_exit(args.work, args.rounds, args.repeats)
+    results["per_segment"] = per_segment(args.work, args.repeats * 2)
+    results["latency_by_length"] = latency_by_length(args.work, 3)
     results["memory"] = {f"exit_{k}": run_worker(f"memory-exit-{k}", args.work, 1) for k in (3, 12)}
-
-    print(f"machine: {machine()}; base-size wav2vec2 (random weights), {CLIP_SECONDS:g} s clip, fp32")
-    print("| full depth | median ms | / monolithic |\n|---|---:|---:|")
-    for v, r in results["full_depth"].items():
-        print(f"| {v} | {r['median_ms']:.0f} | {r['ratio_to_monolithic']:.2f} |")
-    print("| segment | fp32 ms | int8 speed-up |\n|---|---:|---:|")
-    for name, r in results["int8"].items():
-        print(f"| {name} | {r['fp32_ms']:.1f} | {r['int8_speedup']:.2f}x |")
-    enc = results["int8"]["encoder"]
-    print(f"encoder: dynamic int8 (ConvInteger) speed-up {enc['dynamic_int8_speedup']:.2f}x; mean relative error "
-          f"static QDQ {100 * enc['mean_relative_error']['int8']:.1f}%, dynamic {100 * enc['mean_relative_error']['dynamic-int8']:.1f}%")
-    print_memory(results["memory"])
     save("base", results)
+    plot_lengths(results["latency_by_length"], RESULTS / "base_latency_by_length.png")
+    print(f"machine: {machine()}; base size (random weights), {CLIP_SECONDS:g} s clip")
+    print(tables(results))
 
 
-def print_memory(mem: dict) -> None:
-    print(f"peak RSS, one 3 s clip: exit 3 {mem['exit_3']['peak_mb']:.0f} MB, exit 12 {mem['exit_12']['peak_mb']:.0f} MB "
-          f"(after imports: {mem['exit_3']['import_peak_mb']:.0f} MB)")
+def tables(results: dict) -> str:
+    """The README's base-size tables, from a results file."""
+    engines = results["engines"]
+    layers = list(engines[BASELINE])
+    lines = ["| engine | " + " | ".join(f"exit {layer}" for layer in layers) + " |",
+             "|---|" + "---:|" * len(layers)]
+    for engine, per_exit in engines.items():
+        cells = [f"{per_exit[layer]['median_ms']:.0f} ms ({per_exit[layer]['speedup_over_torch_eager']:.2f}x)"
+                 if layer in per_exit else "-" for layer in layers]
+        lines.append(f"| {engine} | " + " | ".join(cells) + " |")
+    seg = results["per_segment"]
+    peak = seg["peak"]
+    lines += ["", f"practical peak: fp32 {peak['fp32']['best_gmacs_per_s']:.0f} G multiply-adds/s "
+              f"({peak['fp32']['best_shape']}), int8 {peak['int8']['best_gmacs_per_s']:.0f} G/s ({peak['int8']['best_shape']})", "",
+              "| segment | G multiply-adds | fp32 ms | int8 ms | int8 speed-up | fp32 share of peak | int8 share of peak |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in seg["segments"].items():
+        lines.append(f"| {name} | {r['macs'] / 1e9:.2f} | {r['fp32_ms']:.1f} | {r['int8_ms']:.1f} | {r['int8_speedup']:.2f}x "
+                     f"| {100 * r['fp32_fraction_of_peak']:.0f}% | {100 * r['int8_fraction_of_peak']:.0f}% |")
+    enc = seg["segments"]["encoder"]
+    lines.append(f"\nencoder: dynamic int8 (ConvInteger) {enc['dynamic_int8_speedup']:.2f}x; mean relative error static QDQ "
+                 f"{100 * enc['mean_relative_error']['int8']:.1f}%, dynamic {100 * enc['mean_relative_error']['dynamic-int8']:.1f}%")
+    mem = results["memory"]
+    lines.append(f"peak RSS, one 3 s clip: exit 3 {mem['exit_3']['peak_mb']:.0f} MB, exit 12 {mem['exit_12']['peak_mb']:.0f} MB "
+                 f"(after imports: {mem['exit_3']['import_peak_mb']:.0f} MB)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import psutil
 
-from .audio import normalize
 from .classifier import Classifier
 from .options import OptionError, check_positive
 from .profile import DeviceProfile, fit_cost
@@ -34,13 +33,11 @@ def calibrate_profile(
         raise OptionError(f"quantile must lie in [0.5, 1], got {quantile!r}")
     manifest = classifier.manifest
     engine = classifier.engine
-    segments = list(manifest.chain) + [e.head for e in manifest.exits]
-    rate = manifest.sample_rate
     process = psutil.Process()
     rng = np.random.default_rng(0)
 
     memory: dict[str, float] = {}
-    value = normalize(rng.standard_normal(rate).astype(np.float32))[None, :]
+    value = classifier.preprocess(0.1 * rng.standard_normal(manifest.sample_rate).astype(np.float32))
     hidden = None
     for seg in manifest.chain:  # open in chain order: each opens on the output of the one before
         before = process.memory_info().rss
@@ -53,26 +50,7 @@ def calibrate_profile(
                 engine.run(e.head, hidden)
                 memory[e.head.name] = max(0.0, (process.memory_info().rss - before) / 2**20)
 
-    timings: dict[str, list[tuple[float, float]]] = {s.name: [] for s in segments}
-    prep: list[tuple[float, float]] = []
-    clips = {s: rng.standard_normal(int(s * rate)).astype(np.float32) * 0.1 for s in seconds}
-    total = repeats * len(seconds)
-    for r in range(repeats):
-        for s in seconds:
-            start = time.perf_counter()
-            value = normalize(clips[s])[None, :]
-            prep.append((s, 1000 * (time.perf_counter() - start)))
-            for seg in manifest.chain:
-                start = time.perf_counter()
-                value = engine.run(seg, value)
-                timings[seg.name].append((s, 1000 * (time.perf_counter() - start)))
-                for e in manifest.exits:
-                    if e.after == seg.name:
-                        start = time.perf_counter()
-                        engine.run(e.head, value)
-                        timings[e.head.name].append((s, 1000 * (time.perf_counter() - start)))
-            if progress:
-                progress(r * len(seconds) + seconds.index(s) + 1, total)
+    timings, prep = time_segments(classifier, seconds, repeats, rng, progress)
 
     def fit(samples, mem=0.0):
         arr = np.array(samples)
@@ -88,6 +66,37 @@ def calibrate_profile(
         segments={name: fit(samples, memory.get(name, 0.0)) for name, samples in timings.items()},
         preprocess=fit(prep),
     )
+
+
+def time_segments(
+    classifier: Classifier, seconds: tuple[float, ...], repeats: int, rng: np.random.Generator, progress=None
+) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]:
+    """(clip seconds, ms) per segment name and for preprocessing: every segment and head run on noise clips of
+    each length, `repeats` rounds with the lengths interleaved. Shared by calibration and the benchmarks, so
+    that what the planner fits is what the latency-against-length figures show."""
+    manifest, engine, rate = classifier.manifest, classifier.engine, classifier.manifest.sample_rate
+    timings: dict[str, list[tuple[float, float]]] = {s.name: [] for s in manifest.chain}
+    timings |= {e.head.name: [] for e in manifest.exits}
+    prep: list[tuple[float, float]] = []
+    clips = {s: rng.standard_normal(int(s * rate)).astype(np.float32) * 0.1 for s in seconds}
+    total = repeats * len(seconds)
+    for r in range(repeats):
+        for s in seconds:
+            start = time.perf_counter()
+            value = classifier.preprocess(clips[s])
+            prep.append((s, 1000 * (time.perf_counter() - start)))
+            for seg in manifest.chain:
+                start = time.perf_counter()
+                value = engine.run(seg, value)
+                timings[seg.name].append((s, 1000 * (time.perf_counter() - start)))
+                for e in manifest.exits:
+                    if e.after == seg.name:
+                        start = time.perf_counter()
+                        engine.run(e.head, value)
+                        timings[e.head.name].append((s, 1000 * (time.perf_counter() - start)))
+            if progress:
+                progress(r * len(seconds) + seconds.index(s) + 1, total)
+    return timings, prep
 
 
 def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 3.0, 10.0)) -> str:

@@ -25,7 +25,7 @@ git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$ROOT/edge-ser"   # the 
 
 mountpoint -q "$ROOT/proc" || mount --bind /proc "$ROOT/proc"   # /proc only: with /sys bound onnxruntime crashed
 trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
-chroot "$ROOT" /bin/bash -euc '
+chroot "$ROOT" /bin/bash -euo pipefail -c '
   cd /edge-ser
   [ -x /venv/bin/python ] || python3 -m venv /venv
   /venv/bin/python -m pip install -q --upgrade pip
@@ -33,8 +33,8 @@ chroot "$ROOT" /bin/bash -euc '
   echo "arm64: $(uname -m), $(/venv/bin/python -c "import onnxruntime, platform; print(platform.machine(), onnxruntime.__version__)")"
   # The bench report is all timing, meaningless under emulation, and ran over 15 minutes there: left out.
   /venv/bin/python -m pytest -q -p no:cacheprovider \
-    --deselect tests/test_device.py::test_bench_writes_a_report_and_compares_reports
+    --deselect tests/test_device.py::test_bench_writes_a_report_and_compares_reports 2>&1 | tee /tmp/arm64-tests.log
   /venv/bin/python scripts/arm64_outputs.py write /tmp/arm64.json'
 
 "$PY" scripts/arm64_outputs.py write /tmp/x86_64.json
-"$PY" scripts/arm64_outputs.py compare /tmp/x86_64.json "$ROOT/tmp/arm64.json"
+"$PY" scripts/arm64_outputs.py compare /tmp/x86_64.json "$ROOT/tmp/arm64.json" --tests "$ROOT/tmp/arm64-tests.log"

@@ -2,7 +2,10 @@
 the shipped samples and a few clips made here, at fp32 and int8, and one streamed utterance. Runtime only.
 
     python scripts/arm64_outputs.py write out.json
-    python scripts/arm64_outputs.py compare x86.json arm64.json   # labels equal, fp32 within 1e-4, int8 1e-3
+    python scripts/arm64_outputs.py compare x86.json arm64.json [--tests LOG]   # labels equal, fp32 1e-4, int8 1e-3
+
+compare also writes benchmarks/results/arm64.json (with the arm64 pytest summary line from LOG, the command,
+machine and date), which the README's arm64 paragraph quotes.
 """
 from __future__ import annotations
 
@@ -45,10 +48,15 @@ def write(out: Path) -> None:
         stream = classifier.stream(16000, exit=3)
         results = [r for k in range(0, signal.size, 320) for r in stream.accept(signal[k : k + 320])] + stream.flush()
         data[precision]["stream"] = [[r.start, r.end, r.label, list(r.probabilities.values())] for r in results]
+    import platform
+
+    import onnxruntime
+
+    data["platform"] = f"{platform.machine()}, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
     out.write_text(json.dumps(data))
 
 
-def compare(a: Path, b: Path) -> int:
+def compare(a: Path, b: Path, tests_log: Path | None = None) -> int:
     left, right = json.loads(a.read_text()), json.loads(b.read_text())
     worst, bad = {}, []
     for precision, tolerance in TOLERANCE.items():
@@ -67,6 +75,15 @@ def compare(a: Path, b: Path) -> int:
             bad.append(f"{precision} stream: utterances or labels differ: {ls} vs {rs}")
     print("max abs diff of probabilities: " + ", ".join(f"{p} {d:.2e}" for p, d in worst.items()))
     print("labels equal, within tolerance" if not bad else "DIFFERENT:\n" + "\n".join(bad))
+    summary = None
+    if tests_log is not None and tests_log.exists():
+        lines = [line.strip("= \n") for line in tests_log.read_text().splitlines() if " passed" in line]
+        summary = lines[-1] if lines else None
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from common import save
+
+    save("arm64", {"max_abs_diff": worst, "tolerance": TOLERANCE, "outputs_equal": not bad, "differences": bad,
+                   "arm64_tests": summary, "arm64": right.get("platform"), "x86": left.get("platform")})
     return 1 if bad else 0
 
 
@@ -74,6 +91,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["write"]:
         write(Path(sys.argv[2]))
     elif sys.argv[1:2] == ["compare"]:
-        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
+        log = Path(sys.argv[5]) if sys.argv[4:5] == ["--tests"] else None
+        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3]), log))
     else:
         sys.exit(__doc__)

@@ -111,7 +111,9 @@ def test_vocal_effort_follows_pitch():
     assert pushed - plain > 2.0  # 0.6 dB per semitone over ~5 semitones between the thirds, plus brightness
 
 
-@pytest.mark.parametrize("bad", [{"clips_per_style": 0}, {"speakers": 8}, {"test_speakers": 0}, {"min_seconds": 4.0}])
-def test_corpus_spec_refuses_a_corpus_that_could_not_train(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, message", [
+    ({"clips_per_style": 0}, "at least one clip per style"), ({"speakers": 8}, "at least one training speaker"),
+    ({"test_speakers": 0}, "one dev and one test speaker"), ({"min_seconds": 4.0}, "min_seconds <= max_seconds")])
+def test_corpus_spec_refuses_a_corpus_that_could_not_train(bad, message):
+    with pytest.raises(ValueError, match=message):
         CorpusSpec(**bad)

@@ -176,6 +176,19 @@ def test_long_files_stream_in_windows_with_bounded_memory(tiny_export, tmp_path)
     r = c.classify(path, exit=1)
     assert len(r.windows) == 4 and r.seconds == pytest.approx(8.8, abs=0.01) and r.decode_ms > 0
 
+    # Memory: reading window by window must not grow with the file; numpy reports its buffers to tracemalloc.
+    import tracemalloc
+
+    peaks = {}
+    for seconds in (30.0, 120.0):
+        long_path = write_tone(tmp_path / f"long{seconds:g}.wav", seconds=seconds, rate=rate)
+        tracemalloc.start()
+        total = sum(w.size for w in stream_windows(long_path, 16000, 32000))
+        peaks[seconds] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert total == pytest.approx(seconds * 16000, abs=2)
+    assert peaks[120.0] < 1.25 * peaks[30.0] and peaks[120.0] < 120 * rate * 4 / 8  # the file: 10.6 MB
+
 
 def test_arrays_and_files_are_windowed_by_one_rule(tiny_export, tmp_path):
     import soundfile as sf
