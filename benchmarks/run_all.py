@@ -29,6 +29,7 @@ STEPS: dict[str, tuple[list[str], str]] = {
                       "bench_demo.json/.png: edge-ser bench on the demo, this machine"),
     "estimate": ([PY, "benchmarks/bench_estimate.py"], "estimate.json: first-clip estimate error"),
     "no-speech": ([PY, "benchmarks/bench_no_speech.py"], "no_speech.json: the no-speech rule on corpus and noise"),
+    "accuracy": ([PY, "benchmarks/bench_accuracy.py"], "accuracy.json: the demo's UAR per exit and precision"),
     "errors": ([PY, "benchmarks/bench_errors.py"], "errors.json: errors by difficulty"),
     "adaptive": ([PY, "benchmarks/bench_adaptive.py"], "adaptive.json + adaptive_tradeoff.png"),
     "budget": ([PY, "benchmarks/bench_budget.py"], "budget_fp32.json/.png + profile_demo_fp32.yaml"),
@@ -57,7 +58,7 @@ def main() -> int:
         parser.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
     steps = [s for s in chosen if s not in skip]
 
-    if not CORPUS.exists() and {"no-speech", "errors", "adaptive"} & set(steps):
+    if not CORPUS.exists() and {"no-speech", "accuracy", "errors", "adaptive"} & set(steps):
         print("generating the synthetic corpus (data/corpus) ...", flush=True)
         subprocess.run([PY, "-m", "edge_ser.cli", "corpus", str(CORPUS.parent)], cwd=ROOT, check=True)
     took, failed = {}, []

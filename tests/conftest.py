@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,23 @@ collect_ignore = [] if HAVE_TORCH else ["test_data.py", "test_evaluate.py", "tes
                                          "test_model.py", "test_train.py"]
 
 TINY_LABELS = ["calm", "lively", "tense"]
+
+# Mutation runs (scripts/mutation.py) run the runtime's tests hundreds of times: EDGE_SER_TEST_MODELS names a
+# directory where the tiny exports are kept between runs. Unset (CI, a developer), every session exports afresh.
+MODEL_CACHE = os.environ.get("EDGE_SER_TEST_MODELS")
+
+
+def exported(name: str, tmp_path_factory, build) -> Path:
+    """A fresh copy of model `name` in this session's tmp dir; build(out) exports it when there is no cached copy."""
+    out = tmp_path_factory.mktemp("models") / name
+    if not MODEL_CACHE:
+        build(out)
+        return out
+    cached = Path(MODEL_CACHE) / name
+    if not (cached / "manifest.yaml").exists():
+        build(cached)
+    shutil.copytree(cached, out)
+    return out
 
 
 def tiny_overrides(layers: int = 4) -> dict:
@@ -39,17 +58,18 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tiny_model, tmp_path_factory) -> Path:
+def tiny_export(request, tmp_path_factory) -> Path:
     """encoder -> blocks_00_01 -> blocks_01_03 -> blocks_03_04 with heads at 1, 3, 4; fp32 + int8 + policy."""
-    from edge_ser_torch.onnx_export import ExportOptions, export_model
 
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    rng = np.random.default_rng(1)
-    dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
-    dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
-    options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
-    export_model(tiny_model, TINY_LABELS, out, name="tiny", dev=dev, options=options)
-    return out
+    def build(out: Path) -> None:
+        from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+        rng = np.random.default_rng(1)
+        dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
+        dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
+        options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
+        export_model(request.getfixturevalue("tiny_model"), TINY_LABELS, out, name="tiny", dev=dev, options=options)
+    return exported("tiny", tmp_path_factory, build)
 
 
 def fingerprint(model_dir: Path, precision: str = "fp32") -> str:
@@ -69,17 +89,19 @@ def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: in
 
 
 @pytest.fixture(scope="session")
-def stream_export(tiny_model, tmp_path_factory) -> Path:
+def stream_export(request, tmp_path_factory) -> Path:
     """The tiny model exported for raw waveforms (no per-clip normalisation): its encoder streams exactly."""
-    from edge_ser_torch.onnx_export import ExportOptions, export_model
 
-    out = tmp_path_factory.mktemp("models") / "tiny-stream"
-    rng = np.random.default_rng(2)
-    dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
-    dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
-    options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
-    export_model(tiny_model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options)
-    return out
+    def build(out: Path) -> None:
+        from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+        rng = np.random.default_rng(2)
+        dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
+        dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
+        options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
+        export_model(request.getfixturevalue("tiny_model"), TINY_LABELS, out, name="tiny-stream", normalize=False,
+                     dev=dev, options=options)
+    return exported("tiny-stream", tmp_path_factory, build)
 
 
 def speechlike(seconds: float, seed: int = 0, level: float = 0.3, rate: int = 16000) -> np.ndarray:

@@ -70,3 +70,23 @@ def test_a_certainty_exactly_at_the_threshold_stops_and_the_simulator_agrees(mea
         assert rule.should_stop([probs]) is stops
         stop_index = simulate([probs[None, :], np.array([[0.5, 0.5]])], rule)[0]
         assert stop_index == (0 if stops else 1)
+
+
+def test_patience_of_one_stops_at_the_first_exit_and_zero_never():
+    a = np.array([0.6, 0.4])
+    assert StopRule("patience", patience=1).should_stop([a])
+    assert not StopRule("patience", patience=0).should_stop([a, a, a])
+    assert simulate([a[None], a[None], a[None]], StopRule("patience", patience=1)).tolist() == [0]
+
+
+def test_calibration_considers_the_certainties_of_every_exit_but_the_last():
+    # Exit 1 is wrong and unsure, exit 2 right and fairly sure, exit 3 right: the cheapest safe rule stops every
+    # clip at exit 2, which it can find only by trying exit 2's certainties as thresholds.
+    truth = np.array([0, 1, 0, 1])
+    onehot = np.eye(2)[truth]
+    wrong, middle, last = 0.45 * onehot + 0.55 * (1 - onehot), 0.7 * onehot + 0.3 * (1 - onehot), onehot
+    result = calibrate([wrong, middle, last], truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0)
+    for measure in ("max_prob", "entropy"):
+        rule = result["measures"][measure]
+        assert rule["mean_exit_layer"] == 2 and rule["compute_share"] == pytest.approx(2 / 3)
+        assert simulate([wrong, middle, last], StopRule(measure, rule["threshold"])).tolist() == [1, 1, 1, 1]
