@@ -182,7 +182,8 @@ def per_segment(work: Path, repeats: int) -> dict:
     sessions = {}
     for name, seg in segments.items():
         for precision in ("fp32", "int8"):
-            sessions[(name, precision)] = ort.InferenceSession(str(work / seg.files[precision].file), options)
+            if precision in seg.files:  # the context segment has no int8 file: a run at int8 uses its fp32 one
+                sessions[(name, precision)] = ort.InferenceSession(str(work / seg.files[precision].file), options)
     sessions[("encoder", "dynamic-int8")] = ort.InferenceSession(str(dynamic_encoder), options)
     feeds = {key: {s.get_inputs()[0].name: inputs[key[0]]} for key, s in sessions.items()}
     variants = {f"{name}|{p}": (lambda s=s, f=feeds[(name, p)]: s.run(None, f)) for (name, p), s in sessions.items()}
@@ -192,11 +193,13 @@ def per_segment(work: Path, repeats: int) -> dict:
     rows = {}
     for name, seg in segments.items():
         macs = graph_macs(work / seg.files["fp32"].file, inputs[name])
-        fp32_ms, int8_ms = (float(np.median(times[f"{name}|{p}"])) for p in ("fp32", "int8"))
-        rows[name] = {"macs": macs, "fp32_ms": fp32_ms, "int8_ms": int8_ms, "int8_speedup": fp32_ms / int8_ms,
-                      "fp32_gmacs_per_s": macs / fp32_ms / 1e6, "int8_gmacs_per_s": macs / int8_ms / 1e6,
-                      "fp32_fraction_of_peak": macs / fp32_ms / 1e6 / peak["fp32"]["best_gmacs_per_s"],
-                      "int8_fraction_of_peak": macs / int8_ms / 1e6 / peak["int8"]["best_gmacs_per_s"]}
+        fp32_ms = float(np.median(times[f"{name}|fp32"]))
+        rows[name] = {"macs": macs, "fp32_ms": fp32_ms, "fp32_gmacs_per_s": macs / fp32_ms / 1e6,
+                      "fp32_fraction_of_peak": macs / fp32_ms / 1e6 / peak["fp32"]["best_gmacs_per_s"]}
+        if f"{name}|int8" in times:
+            int8_ms = float(np.median(times[f"{name}|int8"]))
+            rows[name] |= {"int8_ms": int8_ms, "int8_speedup": fp32_ms / int8_ms, "int8_gmacs_per_s": macs / int8_ms / 1e6,
+                           "int8_fraction_of_peak": macs / int8_ms / 1e6 / peak["int8"]["best_gmacs_per_s"]}
     rows["encoder"]["dynamic_int8_speedup"] = rows["encoder"]["fp32_ms"] / float(np.median(times["encoder|dynamic-int8"]))
     rows["encoder"]["mean_relative_error"] = {}
     for p in ("int8", "dynamic-int8"):
@@ -261,15 +264,20 @@ def main() -> None:
     results: dict = {"clip_seconds": CLIP_SECONDS}
     if not (args.work / "manifest.yaml").exists() or not (args.work / "monolithic.onnx").exists():
         results["export"] = export_base(args.work)
-    else:  # reuse the export; keep its figures from the last results file
-        previous = RESULTS / "base.json"
-        results["export"] = json.loads(previous.read_text()).get("export") if previous.exists() else None
+    else:  # reuse the export: what its manifest says (the export's own time is known only when it runs here)
+        from edge_ser.manifest import load_manifest
+
+        m = load_manifest(args.work)
+        results["export"] = {"reused": str(args.work), "path_parameters": {str(e.layer): e.path_parameters for e in m.exits},
+                             "verify_max_abs_diff": m.provenance["verify_max_abs_diff"]}
     print(f"export: {json.dumps(results['export'])}")
-    results["engines"] = engines_per_exit(args.work, args.rounds, args.repeats)
-    results["per_segment"] = per_segment(args.work, args.repeats * 2)
-    results["latency_by_length"] = latency_by_length(args.work, 3)
-    results["memory"] = {f"exit_{k}": run_worker(f"memory-exit-{k}", args.work, 1) for k in (3, 12)}
-    save("base", results)
+    parts = {"engines": lambda: engines_per_exit(args.work, args.rounds, args.repeats),
+             "per_segment": lambda: per_segment(args.work, args.repeats * 2),
+             "latency_by_length": lambda: latency_by_length(args.work, 3),
+             "memory": lambda: {f"exit_{k}": run_worker(f"memory-exit-{k}", args.work, 1) for k in (3, 12)}}
+    for name, measure in parts.items():
+        results[name] = measure()
+        save("base", results)  # after every part: a later failure keeps what was measured
     plot_lengths(results["latency_by_length"], RESULTS / "base_latency_by_length.png")
     print(f"machine: {machine()}; base size (random weights), {CLIP_SECONDS:g} s clip")
     print(tables(results))
@@ -292,8 +300,9 @@ def tables(results: dict) -> str:
               "| segment | G multiply-adds | fp32 ms | int8 ms | int8 speed-up | fp32 share of peak | int8 share of peak |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in seg["segments"].items():
-        lines.append(f"| {name} | {r['macs'] / 1e9:.2f} | {r['fp32_ms']:.1f} | {r['int8_ms']:.1f} | {r['int8_speedup']:.2f}x "
-                     f"| {100 * r['fp32_fraction_of_peak']:.0f}% | {100 * r['int8_fraction_of_peak']:.0f}% |")
+        int8 = (f"{r['int8_ms']:.1f} | {r['int8_speedup']:.2f}x" if "int8_ms" in r else "- | -")
+        share = f"{100 * r['int8_fraction_of_peak']:.0f}%" if "int8_ms" in r else "-"
+        lines.append(f"| {name} | {r['macs'] / 1e9:.2f} | {r['fp32_ms']:.1f} | {int8} | {100 * r['fp32_fraction_of_peak']:.0f}% | {share} |")
     enc = seg["segments"]["encoder"]
     lines.append(f"\nencoder: dynamic int8 (ConvInteger) {enc['dynamic_int8_speedup']:.2f}x; mean relative error static QDQ "
                  f"{100 * enc['mean_relative_error']['int8']:.1f}%, dynamic {100 * enc['mean_relative_error']['dynamic-int8']:.1f}%")

@@ -77,14 +77,17 @@ def main() -> None:
                          "max_latency_over_budget": float(ratio.max())}
         if mode == "deepest-fit":  # the adaptive rule stops early by design: no deepest exit to compare with
             summary[mode]["chosen_vs_deepest_measured_to_fit"] = chosen
+            summary[mode]["mean_exit_chosen"] = float(np.mean([r[2] for r in sel]))
+            summary[mode]["mean_deepest_exit_measured_to_fit"] = float(np.mean([r[7] for r in sel]))
         cells = (f"{100 * chosen['equal']:.1f}% | {100 * chosen['shallower']:.1f}% | {100 * chosen['deeper']:.1f}%"
                  if mode == "deepest-fit" else "- | - | -")
         print(f"| {mode} | {100 * met:.1f}% | {cells} | {'/'.join(map(str, exits.values()))} "
               f"| {np.median(ratio):.2f} | {ratio.max():.2f} |")
-    for r in rows:
-        if not r[4]:
-            print(f"  missed: {r[0]}, {r[1]:.1f} s, exit {r[2]}, {r[3]:.1f} ms vs budget {r[6]:.1f} ms "
-                  f"(predicted {r[8]:.1f} ms), stopped by {r[5]}")
+    summary["missed"] = [{"mode": r[0], "seconds": r[1], "exit": r[2], "latency_ms": r[3], "budget_ms": r[6],
+                          "predicted_ms": r[8], "stopped_by": r[5]} for r in rows if not r[4]]
+    for m in summary["missed"]:
+        print(f"  missed: {m['mode']}, {m['seconds']:.1f} s, exit {m['exit']}, {m['latency_ms']:.1f} ms vs budget "
+              f"{m['budget_ms']:.1f} ms (predicted {m['predicted_ms']:.1f} ms), stopped by {m['stopped_by']}")
     print(f"machine: {machine()}")
     save(f"budget_{args.precision}", summary)
     plot(rows, c, Path(__file__).resolve().parent / "results" / f"budget_{args.precision}.png")
