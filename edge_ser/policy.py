@@ -119,16 +119,18 @@ def calibrate(
         if values.size > 400:  # quantiles are fine enough and keep calibration fast on big dev sets
             values = np.unique(np.quantile(values, np.linspace(0, 1, 400)))
         best = Calibrated(1.0, None, full_uar, full_uar, float(layers[-1]), 1.0)
-        # Each candidate threshold sits just at an observed certainty; scan from high (safe) to low (cheap).
-        for t in np.concatenate([[1.0], values[::-1]]):
+        # Each candidate threshold sits just at an observed certainty; scan from high (safe) to low (cheap). Only a
+        # strictly cheaper outcome replaces the best, so among thresholds that stop the same dev clips the highest
+        # is kept: it stops no more unseen clips early than dev asked for.
+        for t in values[::-1]:
             got_uar, mean_layer, cost = _outcome(probabilities, truth, StopRule(measure, float(t)), costs, layers)
-            if got_uar >= full_uar - max_loss and cost / full <= best.compute_share:
+            if got_uar >= full_uar - max_loss and cost / full < best.compute_share:
                 best = Calibrated(float(t), None, got_uar, full_uar, mean_layer, cost / full)
         result["measures"][measure] = asdict(best)
     best = Calibrated(None, 0, full_uar, full_uar, float(layers[-1]), 1.0)
-    for k in range(len(probabilities) - 1, 0, -1):
+    for k in range(len(probabilities) - 1, 0, -1):  # from the most agreement asked (safe) to the least (cheap)
         got_uar, mean_layer, cost = _outcome(probabilities, truth, StopRule("patience", patience=k), costs, layers)
-        if got_uar >= full_uar - max_loss and cost / full <= best.compute_share:
+        if got_uar >= full_uar - max_loss and cost / full < best.compute_share:
             best = Calibrated(None, k, got_uar, full_uar, mean_layer, cost / full)
     result["measures"]["patience"] = asdict(best)
     result["default"] = "max_prob"

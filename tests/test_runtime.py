@@ -309,3 +309,35 @@ def test_pcm_stereo_is_scaled_before_its_channels_are_averaged(stream_export):
     assert stereo.probabilities == pytest.approx(c.classify(mono, 16000, exit=1).probabilities, abs=1e-3)
     with pytest.raises(AudioError, match="dtype uint8"):
         c.classify(np.zeros(16000, np.uint8), 16000)
+
+
+@pytest.mark.parametrize("door", ["array", "short file", "long file"])
+def test_budgets_memory_and_strict_hold_through_every_door(tiny_export, tmp_path, door):
+    """A clip given as samples, a file decoded whole or a long file read window by window: the same run options
+    apply to every window (a long file used to be a separate path, where a dropped option would go unnoticed)."""
+    import soundfile as sf
+
+    memory = {name: 0.0 if name == "context" else 10.0 for name in COSTS}
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory, model=tiny_export), window_seconds=1.0,
+                   shared_pool=False)
+    seconds = 0.9 if door != "long file" else 3.6  # a long file: at least 1.5 windows, read as a stream
+    samples = clip(seconds, seed=4)
+    audio = samples if door == "array" else tmp_path / "clip.wav"
+    if door != "array":
+        sf.write(audio, samples, 16000, subtype="FLOAT")
+    rate = 16000 if door == "array" else None
+    windows = lambda r: r.windows or [r]  # noqa: E731
+    by_memory = c.classify(audio, rate, memory_mb=45, exit=4)
+    assert all(w.exit_layer == 3 and w.stopped_by == "memory" for w in windows(by_memory))
+    by_budget = c.classify(audio, rate, budget_ms=5)
+    assert by_budget.budget_ms == 5 and all(w.budget_ms == 5 and w.exit_layer == 1 for w in windows(by_budget))
+    with pytest.raises(BudgetError, match="not even exit 1 fits"):
+        c.classify(audio, rate, budget_ms=5, strict=True)
+    if door == "long file":
+        assert len(by_budget.windows) == 4 and by_budget.decode_ms > 0  # 1+1+1+0.6 s: a tail of half a window or more stands alone and by_budget.source == str(audio)
+        as_json = by_budget.to_dict()
+        assert [w["exit_layer"] for w in as_json["windows"]] == [1, 1, 1, 1]
+        assert "windows" not in as_json["windows"][0] and not set(STREAM_FIELDS_) & set(as_json)
+
+
+STREAM_FIELDS_ = ("start", "end", "ended_by", "endpoint_delay_ms")  # a clip's JSON leaves out the stream-only fields

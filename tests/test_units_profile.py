@@ -142,3 +142,42 @@ def test_cli_threads_beyond_the_machine_is_one_line(tiny_export):
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "calibrate", str(tiny_export), "--repeats", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "repeats must be a whole number from 1" in r.stderr
+
+
+def test_a_profile_predicts_typical_and_planning_costs_and_names_what_does_not_fit():
+    profile = DeviceProfile(model="demo", precision="fp32", threads=2, fingerprint="ab" * 32,
+                            providers=["CPUExecutionProvider"],
+                            segments={"encoder": SegmentCost([1.0, 2.0, 0.5], 1.5, 0.05, 3.0)})
+    assert profile.predict_ms("encoder", 2.0, high=False) == pytest.approx(7.0)  # 1 + 2*2 + 0.5*4
+    assert profile.predict_ms("encoder", 2.0) == pytest.approx(10.5)  # at the planning quantile: 1.5x
+    with pytest.raises(ValueError, match="device profile timed CPUExecutionProvider, this run uses "
+                                         "CUDAExecutionProvider, CPUExecutionProvider: run edge-ser calibrate"):
+        profile.check_fits("demo", "fp32", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValueError, match=r"fingerprint abababababab, the model's is cdcdcdcdcdcd\): run edge-ser"):
+        profile.check_fits("demo", "fp32", fingerprint="cd" * 32)
+    with pytest.raises(ValueError, match=r"fingerprint missing, the model's is cdcdcdcdcdcd\)"):
+        DeviceProfile(model="demo", precision="fp32", threads=2).check_fits("demo", "fp32", fingerprint="cd" * 32)
+
+
+def test_the_fingerprint_covers_the_files_a_precision_runs():
+    import hashlib
+
+    from edge_ser.classifier import DEFAULT_MODEL
+    from edge_ser.manifest import load_manifest
+
+    m = load_manifest(DEFAULT_MODEL)
+    for precision in ("fp32", "int8"):
+        refs = [s.file_for(precision) for s in m.chain + [e.head for e in m.exits]]
+        expected = hashlib.sha256("\n".join(f"{r.file} {r.sha256}" for r in refs).encode()).hexdigest()
+        assert m.fingerprint(precision) == expected
+    assert m.fingerprint("fp32") != m.fingerprint("int8") != m.fingerprint("int8-blocks")
+
+
+def test_without_a_profile_memory_is_the_size_of_the_files_on_the_path():
+    from edge_ser.classifier import Classifier
+
+    c = Classifier(precision="int8", shared_pool=False)
+    e = c.manifest.exits[0]
+    files = c.manifest.chain_to(e) + [e.head]
+    assert c.memory_mb(e) == pytest.approx(sum(s.file_for("int8").bytes for s in files) / 2**20)
+    assert 0.1 < c.memory_mb(e) < c.memory_mb(c.manifest.exits[-1]) < 10  # the demo's int8 files: a few MB
