@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated steps to run (default: all)")
     parser.add_argument("--skip", default="", help="comma-separated steps to leave out")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
+    parser.add_argument("--runtime-python", default=PY,
+                        help="the Python of a runtime-only install (no torch) for the device report, as a device runs it")
     args = parser.parse_args()
     if args.list:
         for name, (_, writes) in STEPS.items():
@@ -64,6 +66,8 @@ def main() -> int:
     took, failed = {}, []
     for name in steps:
         command, writes = STEPS[name]
+        if name == "device-report":
+            command = [args.runtime_python] + command[1:]
         print(f"\n=== {name}: {writes}\n$ {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         if subprocess.run(command, cwd=ROOT).returncode != 0:

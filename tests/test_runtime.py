@@ -341,3 +341,40 @@ def test_budgets_memory_and_strict_hold_through_every_door(tiny_export, tmp_path
 
 
 STREAM_FIELDS_ = ("start", "end", "ended_by", "endpoint_delay_ms")  # a clip's JSON leaves out the stream-only fields
+
+
+def test_the_online_estimate_keeps_the_worst_rate_seen_and_decays_towards_faster_runs():
+    from edge_ser.profile import OnlineEstimate
+
+    est = OnlineEstimate()
+    assert est.predict_ms("encoder", 2.0) is None  # never run: unknown, not free
+    est.observe("encoder", 0.5, 5.0)  # 10 ms per second of audio
+    assert est.predict_ms("encoder", 3.0) == pytest.approx(30.0)
+    est.observe("encoder", 2.0, 8.0)  # a faster run (4 ms/s) pulls the rate down by a fifth of the gap
+    assert est.predict_ms("encoder", 1.0) == pytest.approx(0.8 * 10 + 0.2 * 4)
+    est.observe("encoder", 1.0, 20.0)  # a slower run (20 ms/s) is taken at once: budgets plan for the worst seen
+    assert est.predict_ms("encoder", 1.0) == pytest.approx(20.0)
+    est.observe("context", 0.0, 0.002)  # an empty clip counts as 1 ms of audio, never a division by zero
+    assert est.predict_ms("context", 1.0) == pytest.approx(2.0)
+
+
+def test_unseen_blocks_and_heads_are_estimated_from_what_has_run(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)  # no profile
+    seg = {s.name: s for s in c.manifest.chain} | {e.head.name: e.head for e in c.manifest.exits}
+    c._online.observe("blocks_00_01", 1.0, 10.0)  # 1 layer: 10 ms per layer-second
+    c._online.observe("exit_01", 1.0, 2.0)
+    assert c._predict(seg["blocks_01_03"], 1.0) == pytest.approx(20.0)  # 2 layers at the per-layer cost seen
+    assert c._predict(seg["blocks_03_04"], 2.0) == pytest.approx(20.0)
+    assert c._predict(seg["exit_03"], 1.0) == pytest.approx(2.0)  # an unseen head costs the dearest head seen
+    assert c._predict(seg["encoder"], 1.0) is None  # nothing to scale an encoder from: unknown
+    c._online.observe("blocks_01_03", 1.0, 12.0)  # once a segment has run, its own figure wins
+    assert c._predict(seg["blocks_01_03"], 1.0) == pytest.approx(12.0)
+    assert c._predict(seg["blocks_03_04"], 1.0) == pytest.approx(10.0)  # the dearer per-layer rate (10 > 6)
+
+
+def test_a_memory_budget_exactly_met_fits(tiny_export):
+    memory = {name: 0.0 if name == "context" else 10.0 for name in COSTS}
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory, model=tiny_export), shared_pool=False)
+    at = c.memory_mb(c.manifest.exit_at(3))
+    assert c.plan(1.0, memory_mb=at).last_exit == 3
+    assert c.plan(1.0, memory_mb=np.nextafter(at, 0)).last_exit == 1
