@@ -68,9 +68,11 @@ def simulate(probabilities: list[np.ndarray], rule: StopRule) -> np.ndarray:
     """Index of the exit each clip stops at, given (clips, C) probabilities per exit in order."""
     n = probabilities[0].shape[0]
     last = len(probabilities) - 1
+    if last == 0:  # one exit: nothing to stop early at
+        return np.zeros(n, dtype=int)
     if rule.measure != "patience":  # vectorised: the first exit whose certainty passes
         passed = np.stack([certainty(p, rule.measure) >= rule.threshold for p in probabilities[:-1]])
-        return np.where(passed.any(axis=0), passed.argmax(axis=0), last) if last else np.zeros(n, dtype=int)
+        return np.where(passed.any(axis=0), passed.argmax(axis=0), last)
     stops = np.full(n, last)
     for clip in range(n):
         seen = []

@@ -154,3 +154,22 @@ def test_calibration_on_many_clips_thins_candidates_to_quantiles_and_still_finds
     stops = simulate(probs, StopRule("max_prob", rule["threshold"]))
     assert rule["dev_uar"] == 1.0 and np.all(stops[sure < 0.8] == 1)
     assert 0.8 < rule["threshold"] < 0.802 and rule["compute_share"] < 0.85  # ~40% of clips stop at exit 1
+
+
+def test_one_exit_models_and_unknown_measures():
+    only = [np.array([[0.9, 0.1], [0.2, 0.8]])]
+    assert simulate(only, StopRule("max_prob", 0.5)).tolist() == [0, 0]
+    assert simulate(only, StopRule("max_prob", 0.5)).dtype.kind == "i"
+    with pytest.raises(ValueError, match="unknown certainty measure 'loudness'; choose max_prob or entropy"):
+        certainty(only[0], "loudness")
+
+
+def test_patience_that_never_stops_early_is_not_calibrated_in():
+    # Neighbouring exits always disagree: patience 2 never stops before the last exit, so it saves nothing and
+    # the calibrated patience stays 0 (never), not 2.
+    truth = np.array([0, 1, 0, 1])
+    right = np.ones(4, bool)
+    probs = _onehot_exits(truth, [np.full(4, 0.7)] * 3, [~right, right, ~right])
+    probs[-1] = np.eye(2)[truth]  # the last exit is right
+    rule = calibrate(probs, truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0)["measures"]["patience"]
+    assert rule["patience"] == 0 and rule["compute_share"] == 1.0
