@@ -181,3 +181,42 @@ def test_without_a_profile_memory_is_the_size_of_the_files_on_the_path():
     files = c.manifest.chain_to(e) + [e.head]
     assert c.memory_mb(e) == pytest.approx(sum(s.file_for("int8").bytes for s in files) / 2**20)
     assert 0.1 < c.memory_mb(e) < c.memory_mb(c.manifest.exits[-1]) < 10  # the demo's int8 files: a few MB
+
+
+def _profile_yaml(tmp_path, top: dict | None = None, cost: dict | None = None, where: str = "segments"):
+    """A valid profile file with some fields replaced (top level, or one segment's / the preprocessing cost)."""
+    good_cost = {"coefficients": [1.0, 2.0, 0.0], "high_ratio": 1.0, "fit_error": 0.0, "memory_mb": 0.0}
+    data = {"version": 2, "model": "m", "precision": "fp32", "threads": 0, "fingerprint": "", "quantile": 1.0,
+            "providers": ["CPUExecutionProvider"], "segments": {"encoder": good_cost},
+            "preprocess": good_cost} | (top or {})
+    if cost:
+        data[where] = {"encoder": good_cost | cost} if where == "segments" else good_cost | cost
+    path = tmp_path / "p.yaml"
+    path.write_text(__import__("yaml").safe_dump(data))
+    return path
+
+
+def test_profile_fields_at_their_boundaries(tmp_path):
+    from edge_ser.errors import ProfileError
+
+    loaded = DeviceProfile.load(_profile_yaml(tmp_path))  # threads 0, quantile 1, ratio 1, errors and memory 0: valid
+    assert loaded.threads == 0 and loaded.quantile == 1.0 and loaded.preprocess.high_ratio == 1.0
+    bad_top = [("model", 3), ("precision", None), ("threads", -1), ("quantile", 0.0), ("quantile", 1.01),
+               ("quantile", float("nan")), ("providers", []), ("providers", ["CPUExecutionProvider", 3])]
+    for field, value in bad_top:
+        with pytest.raises(ProfileError, match=rf"field {field} is "):
+            DeviceProfile.load(_profile_yaml(tmp_path, top={field: value}))
+    bad_cost = [("high_ratio", 0.99), ("high_ratio", float("inf")), ("fit_error", -0.01), ("fit_error", float("nan")),
+                ("memory_mb", -1.0), ("memory_mb", float("nan"))]
+    for where in ("segments", "preprocess"):
+        for field, value in bad_cost:
+            named = f"segments.encoder.{field}" if where == "segments" else f"preprocess.{field}"
+            with pytest.raises(ProfileError, match=rf"{named} is "):
+                DeviceProfile.load(_profile_yaml(tmp_path, cost={field: value}, where=where))
+
+
+def test_a_saved_profile_keeps_its_field_order_and_reads_back_equal(tmp_path):
+    profile = DeviceProfile.load(_profile_yaml(tmp_path))
+    path = profile.save(tmp_path / "again.yaml")
+    assert path.read_text().splitlines()[0].startswith("model:")  # as written, not sorted
+    assert DeviceProfile.load(path) == profile
