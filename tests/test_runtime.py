@@ -378,3 +378,31 @@ def test_a_memory_budget_exactly_met_fits(tiny_export):
     at = c.memory_mb(c.manifest.exit_at(3))
     assert c.plan(1.0, memory_mb=at).last_exit == 3
     assert c.plan(1.0, memory_mb=np.nextafter(at, 0)).last_exit == 1
+
+
+def test_windows_combine_into_one_answer_field_by_field():
+    from edge_ser.classifier import Result
+
+    c = Classifier(shared_pool=False)  # the shipped demo: only its labels and segment order are used
+    labels = c.manifest.labels
+
+    def window(i, probs, exit_layer, segments, **kw):
+        return Result(label=labels[int(np.argmax(probs))], probabilities=dict(zip(labels, probs, strict=True)),
+                      exit_layer=exit_layer, segments_run=segments, latency_ms=10.0 + i, seconds=2.0, stopped_by="exit",
+                      load_ms=float(i), **kw)
+
+    first = [0.5, 0.2, 0.1, 0.1, 0.1]
+    second = [0.0, 0.6, 0.2, 0.1, 0.1]  # mean: label 1 (0.4) beats label 0 (0.25)
+    a = window(0, first, 3, ["encoder", "context", "blocks_00_03", "exit_03"], budget_ms=30.0, budget_met=True,
+               estimated=False, speech=True)
+    b = window(1, second, 8, ["blocks_03_08", "exit_08", "encoder", "context", "blocks_00_03"], budget_ms=30.0,
+               budget_met=False, estimated=True, speech=False, warning="not even exit 3 fits")
+    r = c.combine_windows([a, b], 30.0)
+    assert r.label == labels[1] and r.probabilities[labels[1]] == pytest.approx(0.4)
+    assert r.exit_layer == 8 and r.stopped_by == "windows" and r.windows == [a, b]
+    assert r.segments_run == ["encoder", "context", "blocks_00_03", "blocks_03_08", "exit_03", "exit_08"]
+    assert (r.latency_ms, r.load_ms, r.seconds) == (21.0, 1.0, 4.0)
+    assert r.budget_ms == 30.0 and r.budget_met is False and r.estimated is True
+    assert r.speech is True and r.warning == "not even exit 3 fits"  # speech in any window; the first warning
+    assert c.combine_windows([a, a], None).budget_met is None
+    assert c.combine_windows([a, window(2, first, 3, ["encoder"], speech=None)], None).speech is None
