@@ -92,7 +92,10 @@ def report() -> dict:
         if status == "survived":
             lines = diff(name)
             survivors.append({"mutant": name, "diff": lines, "harmless_because": why_harmless(lines, name)})
+    from importlib.metadata import version
+
     summary = {
+        "mutmut": version("mutmut"),
         "mutants": len(results),
         "by_outcome": dict(Counter(results.values())),
         "by_file": {f"{module} {status}": n for (module, status), n in sorted(files.items())},
