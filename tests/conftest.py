@@ -62,13 +62,14 @@ def tiny_export(request, tmp_path_factory) -> Path:
     """encoder -> blocks_00_01 -> blocks_01_03 -> blocks_03_04 with heads at 1, 3, 4; fp32 + int8 + policy."""
 
     def build(out: Path) -> None:
+        model = request.getfixturevalue("tiny_model")  # skips first where torch is not installed
         from edge_ser_torch.onnx_export import ExportOptions, export_model
 
         rng = np.random.default_rng(1)
         dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
         dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
         options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
-        export_model(request.getfixturevalue("tiny_model"), TINY_LABELS, out, name="tiny", dev=dev, options=options)
+        export_model(model, TINY_LABELS, out, name="tiny", dev=dev, options=options)
     return exported("tiny", tmp_path_factory, build)
 
 
@@ -93,14 +94,14 @@ def stream_export(request, tmp_path_factory) -> Path:
     """The tiny model exported for raw waveforms (no per-clip normalisation): its encoder streams exactly."""
 
     def build(out: Path) -> None:
+        model = request.getfixturevalue("tiny_model")  # skips first where torch is not installed
         from edge_ser_torch.onnx_export import ExportOptions, export_model
 
         rng = np.random.default_rng(2)
         dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
         dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
         options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
-        export_model(request.getfixturevalue("tiny_model"), TINY_LABELS, out, name="tiny-stream", normalize=False,
-                     dev=dev, options=options)
+        export_model(model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options)
     return exported("tiny-stream", tmp_path_factory, build)
 
 
