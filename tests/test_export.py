@@ -62,14 +62,19 @@ def _copy(src, dst):
     return dst
 
 
-def test_runtime_refuses_a_modified_file(tiny_export, tmp_path):
+@pytest.mark.parametrize("file, precision", [("blocks_01_03.onnx", "fp32"), ("exit_03.onnx", "fp32"),
+                                             ("blocks_01_03.int8.onnx", "int8"), ("context.onnx", "int8")])
+def test_runtime_refuses_a_modified_file_of_every_kind(tiny_export, tmp_path, file, precision):
+    """Blocks, heads, int8 files and the fp32 files an int8 run still uses: each is hash-checked when it opens."""
     model = _copy(tiny_export, tmp_path / "m")
-    with open(model / "blocks_01_03.onnx", "ab") as f:
+    with open(model / file, "ab") as f:
         f.write(b"\0")
-    c = Classifier(model, shared_pool=False)
-    c.classify(np.zeros(16000, np.float32) + 0.1, 16000, exit=1)  # the untouched early path still works
-    with pytest.raises(ManifestError, match="sha256 does not match"):
-        c.classify(np.zeros(16000, np.float32) + 0.1, 16000, exit=3)
+    c = Classifier(model, precision=precision, shared_pool=False)
+    clip = np.zeros(16000, np.float32) + 0.1
+    if file != "context.onnx":
+        c.classify(clip, 16000, exit=1)  # the untouched early path still works
+    with pytest.raises(ManifestError, match=f"{file}: sha256 does not match"):
+        c.classify(clip, 16000, exit=3)
 
 
 def test_runtime_refuses_paths_outside_the_directory(tiny_export, tmp_path):
