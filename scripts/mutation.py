@@ -7,7 +7,7 @@ once into benchmarks/.cache/test-models and reused (EDGE_SER_TEST_MODELS), so ea
 an export. Writes benchmarks/results/mutation.json: counts per file and outcome, and every surviving mutant
 with its diff and, where one is written below, why it is harmless.
 
-    python scripts/mutation.py [--max-children 2]     # about an hour on 2 cores; not in CI
+    python scripts/mutation.py [--max-children 2]     # hours on 2 cores (manifest.py's mutants rerun most tests)
     python scripts/mutation.py --report               # only rewrite the results file from mutmut's last run
 """
 from __future__ import annotations
