@@ -417,3 +417,22 @@ def test_windows_combine_into_one_answer_field_by_field():
     assert r.speech is True and r.warning == "not even exit 3 fits"  # speech in any window; the first warning
     assert c.combine_windows([a, a], None).budget_met is None
     assert c.combine_windows([a, window(2, first, 3, ["encoder"], speech=None)], None).speech is None
+
+
+def test_the_refusal_names_each_limit_it_was_given(tiny_export):
+    memory = {name: 0.0 if name == "context" else 10.0 for name in COSTS}
+    c = Classifier(tiny_export, profile=flat_profile(COSTS, memory, model=tiny_export), shared_pool=False)
+    by_budget = c.classify(clip(), 16000, budget_ms=5).warning
+    assert by_budget == "not even exit 1 fits: predicted 21.0 ms for 1.00 s of audio against 5 ms; answered from exit 1"
+    by_memory = c.classify(clip(), 16000, memory_mb=1).warning
+    assert by_memory == ("not even exit 1 fits: predicted 21.0 ms for 1.00 s of audio, 30 MB against 1 MB; "
+                         "answered from exit 1")
+
+
+def test_opening_files_and_the_probe_are_kept_out_of_the_latency(tiny_export):
+    c = Classifier(tiny_export, shared_pool=False)
+    first = c.classify(clip(), 16000, exit=4, budget_ms=10_000)  # probes, then opens the later files lazily
+    second = c.classify(clip(), 16000, exit=4, budget_ms=10_000)
+    assert first.load_ms > 0 and second.load_ms == 0
+    # The same work twice: the first run's latency may not carry its one-time set-up (probe, opening files).
+    assert abs(first.latency_ms - second.latency_ms) < first.load_ms
