@@ -39,7 +39,7 @@ def measure(c: Classifier, clips: list[np.ndarray], repeats: int) -> dict:
     policies = ["full", "auto"] + [f"exit {layer}" for layer in layers[:-1]]
     ms = {p: np.zeros((len(clips), repeats)) for p in policies}
     labels = c.manifest.labels
-    out = {"auto_exit": [], "auto_pred": [], "head_ms": np.zeros((len(clips), len(layers)))}
+    out = {"auto_exit": [], "auto_pred": []}
     for i, audio in enumerate(clips):
         for r in range(repeats):
             shift = (i + r) % len(policies)

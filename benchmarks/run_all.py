@@ -26,7 +26,7 @@ CORPUS = ROOT / "data" / "corpus" / "manifest.csv"
 # name -> (command, what it writes); in the order they run (cheap, demo-only steps first).
 STEPS: dict[str, tuple[list[str], str]] = {
     "device-report": ([PY, "-m", "edge_ser.cli", "bench", "--out", "benchmarks/results/bench_demo.json"],
-                      "bench_demo.json/.png: edge-ser bench on the demo, this machine"),
+                      "bench_demo.json (+ .png where matplotlib is installed): edge-ser bench on the demo"),
     "estimate": ([PY, "benchmarks/bench_estimate.py"], "estimate.json: first-clip estimate error"),
     "no-speech": ([PY, "benchmarks/bench_no_speech.py"], "no_speech.json: the no-speech rule on corpus and noise"),
     "accuracy": ([PY, "benchmarks/bench_accuracy.py"], "accuracy.json: the demo's UAR per exit and precision"),

@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,8 +93,6 @@ def report() -> dict:
         if status == "survived":
             lines = diff(name)
             survivors.append({"mutant": name, "diff": lines, "harmless_because": why_harmless(lines, name)})
-    from importlib.metadata import version
-
     summary = {
         "mutmut": version("mutmut"),
         "mutants": len(results),

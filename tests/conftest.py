@@ -26,8 +26,20 @@ TINY_LABELS = ["calm", "lively", "tense"]
 MODEL_CACHE = os.environ.get("EDGE_SER_TEST_MODELS")
 
 
-def exported(name: str, tmp_path_factory, build) -> Path:
-    """A fresh copy of model `name` in this session's tmp dir; build(out) exports it when there is no cached copy."""
+def export_tiny(request, tmp_path_factory, name: str, description: str, seed: int, dev_audio, normalize: bool) -> Path:
+    """The tiny model exported as `name`, with dev_audio(rng) as its calibration set: a fresh copy in this session's
+    tmp dir, exported there, or copied from MODEL_CACHE (exported into it the first time)."""
+
+    def build(out: Path) -> None:
+        model = request.getfixturevalue("tiny_model")  # skips first where torch is not installed
+        from edge_ser_torch.onnx_export import ExportOptions, export_model
+
+        rng = np.random.default_rng(seed)
+        audio = dev_audio(rng)
+        dev = (audio, rng.integers(0, len(TINY_LABELS), len(audio)))
+        options = ExportOptions(verify_seconds=(0.5, 1.3), description=description)
+        export_model(model, TINY_LABELS, out, name=name, normalize=normalize, dev=dev, options=options)
+
     out = tmp_path_factory.mktemp("models") / name
     if not MODEL_CACHE:
         build(out)
@@ -60,17 +72,9 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_export(request, tmp_path_factory) -> Path:
     """encoder -> blocks_00_01 -> blocks_01_03 -> blocks_03_04 with heads at 1, 3, 4; fp32 + int8 + policy."""
-
-    def build(out: Path) -> None:
-        model = request.getfixturevalue("tiny_model")  # skips first where torch is not installed
-        from edge_ser_torch.onnx_export import ExportOptions, export_model
-
-        rng = np.random.default_rng(1)
-        dev_audio = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in rng.uniform(0.5, 1.5, 12)]
-        dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
-        options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny test model")
-        export_model(model, TINY_LABELS, out, name="tiny", dev=dev, options=options)
-    return exported("tiny", tmp_path_factory, build)
+    return export_tiny(request, tmp_path_factory, "tiny", "tiny test model", seed=1, normalize=True,
+                       dev_audio=lambda rng: [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1
+                                              for s in rng.uniform(0.5, 1.5, 12)])
 
 
 def fingerprint(model_dir: Path, precision: str = "fp32") -> str:
@@ -92,17 +96,8 @@ def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: in
 @pytest.fixture(scope="session")
 def stream_export(request, tmp_path_factory) -> Path:
     """The tiny model exported for raw waveforms (no per-clip normalisation): its encoder streams exactly."""
-
-    def build(out: Path) -> None:
-        model = request.getfixturevalue("tiny_model")  # skips first where torch is not installed
-        from edge_ser_torch.onnx_export import ExportOptions, export_model
-
-        rng = np.random.default_rng(2)
-        dev_audio = [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))]
-        dev = (dev_audio, rng.integers(0, len(TINY_LABELS), len(dev_audio)))
-        options = ExportOptions(verify_seconds=(0.5, 1.3), description="tiny streaming test model")
-        export_model(model, TINY_LABELS, out, name="tiny-stream", normalize=False, dev=dev, options=options)
-    return exported("tiny-stream", tmp_path_factory, build)
+    return export_tiny(request, tmp_path_factory, "tiny-stream", "tiny streaming test model", seed=2, normalize=False,
+                       dev_audio=lambda rng: [speechlike(s, seed=i) for i, s in enumerate(rng.uniform(0.5, 1.5, 12))])
 
 
 def speechlike(seconds: float, seed: int = 0, level: float = 0.3, rate: int = 16000) -> np.ndarray:
