@@ -21,8 +21,8 @@ def test_manifest_describes_the_chain(tiny_export):
     assert m.labels == TINY_LABELS and m.sample_rate == 16000 and m.normalize
     assert m.min_samples == 400 and m.samples_per_frame == 320  # wav2vec2's CNN: 25 ms window, 20 ms hop
     assert set(m.precisions) == {"fp32", "int8", "int8-blocks"}
-    assert "encoder" not in m.precisions["int8-blocks"]["quantized"]
-    assert set(m.precisions["int8"]["quantized"]) == {"encoder", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
+    assert set(m.precisions["int8-blocks"]["quantized"]) == {"blocks_00_01", "blocks_01_03", "blocks_03_04"}
+    assert set(m.precisions["int8"]["quantized"]) == {"encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
     assert all(e.dev_uar is not None for e in m.exits)
     assert set(m.policy["measures"]) == {"max_prob", "entropy", "patience"}
     params = [e.path_parameters for e in m.exits]
@@ -63,15 +63,16 @@ def _copy(src, dst):
 
 
 @pytest.mark.parametrize("file, precision", [("blocks_01_03.onnx", "fp32"), ("exit_03.onnx", "fp32"),
-                                             ("blocks_01_03.int8.onnx", "int8"), ("context.onnx", "int8")])
+                                             ("blocks_01_03.int8.onnx", "int8"), ("context.int8.onnx", "int8"),
+                                             ("exit_03.onnx", "int8")])
 def test_runtime_refuses_a_modified_file_of_every_kind(tiny_export, tmp_path, file, precision):
-    """Blocks, heads, int8 files and the fp32 files an int8 run still uses: each is hash-checked when it opens."""
+    """Blocks, heads, int8 files and the fp32 files an int8 run still uses (heads): each is hash-checked when it opens."""
     model = _copy(tiny_export, tmp_path / "m")
     with open(model / file, "ab") as f:
         f.write(b"\0")
     c = Classifier(model, precision=precision, shared_pool=False)
     clip = np.zeros(16000, np.float32) + 0.1
-    if file != "context.onnx":
+    if not file.startswith("context"):
         c.classify(clip, 16000, exit=1)  # the untouched early path still works
     with pytest.raises(ManifestError, match=f"{file}: sha256 does not match"):
         c.classify(clip, 16000, exit=3)
@@ -141,3 +142,53 @@ def test_export_verification_passes_the_model_it_exported_and_fails_another(tiny
             weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
         with pytest.raises(ExportError, match=r"exported segments differ from torch by"):
             verify(other, tiny_export, 16000, options)
+
+
+def test_group_norm_encoder_exports_as_one_scaled_instance_norm(tmp_path):
+    """wav2vec2-base's per-channel GroupNorm: one InstanceNormalization carrying the trained scale and bias (not
+    an unscaled one and Mul/Add passes after it), and the same frames as torch, down to a single frame."""
+    import onnx
+    import onnx.numpy_helper
+    import onnxruntime as ort
+
+    from edge_ser_torch.backbone import load_encoder
+    from edge_ser_torch.config import ModelConfig
+    from edge_ser_torch.model import SelfDistilledSER
+    from edge_ser_torch.onnx_export import EncoderGraph, export_graph
+
+    from conftest import tiny_overrides
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=tiny_overrides(2) | {"feat_extract_norm": "group"}, exit_layers=[1], head_dim=8)
+    model = SelfDistilledSER(config, 3, encoder=load_encoder(None, "wav2vec2", config.backbone)).eval()
+    norm = model.backbone.hf.feature_extractor.conv_layers[0].layer_norm
+    torch.nn.init.normal_(norm.weight)  # a trained affine, not the identity it starts as
+    torch.nn.init.normal_(norm.bias)
+    path = tmp_path / "encoder.onnx"
+    export_graph(EncoderGraph(model), torch.randn(1, 16000), path, "waveform", ["frames"])
+    graph = onnx.load(str(path)).graph
+    norms = [n for n in graph.node if n.op_type == "InstanceNormalization"]
+    assert len(norms) == 1
+    weights = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    scale, bias = (weights[name] for name in norms[0].input[1:3])
+    assert np.allclose(scale, norm.weight.detach().numpy()) and np.allclose(bias, norm.bias.detach().numpy())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for samples in (400, 401, 8000, 52817):
+        wave = torch.randn(1, samples) * 0.1
+        with torch.no_grad():
+            expected = model.backbone.frames(wave).numpy()
+        got = session.run(None, {"waveform": wave.numpy()})[0]
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4, samples
+
+
+def test_int8_encoder_keeps_the_waveform_convolution_fp32(tiny_export):
+    """The first convolution sees the raw waveform: quantising its input to 8 bits cost most of the encoder's int8
+    error (benchmarks/bench_encoder.py). It stays fp32; every later convolution runs on int8 weights."""
+    import onnx
+
+    graph = onnx.load(str(tiny_export / "encoder.int8.onnx")).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    floats = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs[0].input[1] in floats and made_by.get(convs[0].input[0]) != "DequantizeLinear"
+    assert len(convs) == 7 and all(made_by.get(c.input[1]) == "DequantizeLinear" for c in convs[1:])
