@@ -125,7 +125,7 @@ def worker(engine: str, work: Path, repeats: int) -> dict:
         from edge_ser import Classifier
 
         before = peak_rss_mb()
-        Classifier(work).classify(clip(), 16000, exit=int(engine.rsplit("-", 1)[1]))
+        Classifier(work, precision="fp32").classify(clip(), 16000, exit=int(engine.rsplit("-", 1)[1]))
         return {"peak_mb": peak_rss_mb(), "import_peak_mb": before}
     runs = engine_runs(engine, work, layers)
     times = interleaved({str(layer): fn for layer, fn in runs.items()}, repeats)
@@ -158,7 +158,7 @@ def segment_inputs(work: Path) -> tuple[dict, dict]:
     """The input each chain segment sees on the 3 s clip (from the fp32 chain), and the manifest's segments."""
     from edge_ser import Classifier
 
-    c = Classifier(work, shared_pool=False)
+    c = Classifier(work, precision="fp32", shared_pool=False)
     value = c.preprocess(clip())
     inputs = {}
     for seg in c.manifest.chain:

@@ -36,6 +36,7 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "endpoint": ([PY, "benchmarks/bench_endpoint.py"], "endpoint.json: endpointing on espeak-ng speech"),
     "stream": ([PY, "benchmarks/bench_stream.py"], "stream.json: streaming latency, listen RTF, 1 h memory"),
     "base": ([PY, "benchmarks/bench_base.py"], "base.json + base_latency_by_length.png: engines, peak, memory"),
+    "encoder": ([PY, "benchmarks/bench_encoder.py"], "encoder.json: encoder/context int8 forms, before and after #13"),
     "load": ([PY, "benchmarks/bench_load.py"], "load.json: cold start, optimising at load vs ahead (after base)"),
     "heads": ([PY, "benchmarks/bench_heads.py"], "heads.json: exit head designs against base blocks (so after base)"),
     "mutants": ([PY, "scripts/named_mutants.py"], "named_mutants.json: the audit's one-line bugs"),

@@ -99,6 +99,23 @@ def time_segments(
     return timings, prep
 
 
+def time_full_depth(model_dir, precisions: list[str], seconds: float = 3.0, rounds: int = 5) -> dict[str, float]:
+    """Median ms of a run through every exit of a noise clip, per precision, the precisions interleaved so that
+    a load burst on a shared machine hits them all alike; the first round warms the sessions up. Run it in a
+    process of its own: it uses the process-wide thread pool, as a device app does."""
+    classifiers = {p: Classifier(model_dir, precision=p) for p in precisions}
+    rate = next(iter(classifiers.values())).manifest.sample_rate
+    clip = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * rate))).astype(np.float32)
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    for round_ in range(rounds + 1):
+        for precision, classifier in classifiers.items():
+            start = time.perf_counter()
+            classifier.exit_probabilities(clip)
+            if round_:
+                times[precision].append(1000 * (time.perf_counter() - start))
+    return {p: float(np.median(t)) for p, t in times.items()}
+
+
 def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 3.0, 10.0)) -> str:
     lines = [f"device profile for {profile.model} ({profile.precision}, {profile.threads or 'default'} threads) on {profile.device}"]
     lines.append(f"{'segment':<16}" + "".join(f"{f'{s:g} s (ms)':>12}" for s in seconds) + f"{'fit err':>9}{'high x':>8}{'mem MB':>8}")

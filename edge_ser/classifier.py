@@ -104,7 +104,9 @@ class Classifier:
     model_dir: an exported model directory (default: the shipped demo model).
     profile:   a device profile YAML from `edge-ser calibrate` (or a DeviceProfile); without one,
                budgets are planned from this process's own measurements and flagged as estimates.
-    precision: fp32 or int8 (where the model ships int8 files).
+    precision: fp32, int8 or int8-blocks (where the model ships int8 files); None: the profile's
+               precision if a profile is given, else the model's default_precision (the fastest
+               variant its export verified; fp32 if it has none).
     measure:   the adaptive stop rule: max_prob (default), entropy or patience.
     window_seconds: longer audio is classified window by window, each window on its own budget.
     shared_pool: one onnxruntime thread pool for all segments (see Engine); False if the app runs
@@ -115,7 +117,7 @@ class Classifier:
         self,
         model_dir: str | Path | None = None,
         profile: str | Path | DeviceProfile | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         threads: int = 0,
         providers: list[str] | None = None,
         measure: str | None = None,
@@ -126,8 +128,9 @@ class Classifier:
         window_seconds = check_positive("window_seconds", window_seconds, 3600.0, " s")
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
         self.manifest: Manifest = load_manifest(self.model_dir)
-        self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
         self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
+        precision = precision or (self.profile.precision if self.profile else self.manifest.default_precision)
+        self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
         if self.profile is not None:
             self.profile.check_fits(self.manifest.name, precision, self.manifest.fingerprint(precision),
                                     self.engine.providers)

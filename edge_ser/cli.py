@@ -56,8 +56,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run to exit layer N, or 'auto' for adaptive early exit (default)")
     p.add_argument("--measure", choices=["max_prob", "entropy", "patience"],
                    help="adaptive stop rule (default: the model's, max_prob)")
-    p.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
-                   help="int8: quantized encoder and blocks; int8-blocks: fp32 encoder (default fp32)")
+    p.add_argument("--precision", choices=list(RUN_PRECISIONS),
+                   help="fp32; int8: quantized encoder, context and blocks; int8-blocks: only the blocks quantized "
+                        "(default: the model's default_precision, the fastest variant its export verified)")
     p.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others, if present)")
     p.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
@@ -148,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others)")
-    k.add_argument("--precision", choices=list(RUN_PRECISIONS), default="fp32",
-                   help="the variant to time; calibrate each precision you will run (default fp32)")
+    k.add_argument("--precision", choices=list(RUN_PRECISIONS),
+                   help="the variant to time; calibrate each precision you will run (default: the model's "
+                        "default_precision)")
     k.add_argument("--threads", type=int, default=0, help="onnxruntime threads, as classify will use them "
                    "(default: one per core)")
     k.add_argument("--seconds", default="1,2,4,8,12", help="clip lengths to time, comma-separated (default 1,2,4,8,12)")
@@ -183,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--fp32-encoder", action="store_true", help="keep the CNN encoder fp32 in the int8 variant")
     x.add_argument("--monolithic", action="store_true", help="also write monolithic.onnx (for benchmarks)")
     x.add_argument("--max-loss", type=float, default=0.01, help="UAR loss allowed for early exit (default 0.01)")
+    x.add_argument("--max-precision-loss", type=float, default=0.005,
+                   help="dev UAR an int8 variant may lose at any exit and still become the model's default "
+                        "precision, the fastest such variant on this machine (default 0.005)")
+    x.add_argument("--default-precision", choices=list(RUN_PRECISIONS),
+                   help="write this as the model's default precision instead of timing the variants here "
+                        "(when this machine is not the device)")
     x.add_argument("--labels", default=None, help="comma-separated labels for an untrained export")
 
     g = sub.add_parser("corpus", help="[train extra] write the synthetic style corpus (not emotions)")
@@ -219,6 +227,21 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _run_precision(args) -> str:
+    """--precision as given, else the --profile's precision, else the model's default_precision (as Classifier)."""
+    if args.precision is None:
+        from .classifier import DEFAULT_MODEL
+        from .manifest import load_manifest
+        from .profile import DeviceProfile
+
+        profile = getattr(args, "profile", None)
+        if profile and profile.is_file():
+            args.precision = DeviceProfile.load(profile).precision
+        else:
+            args.precision = load_manifest(args.model or DEFAULT_MODEL).default_precision
+    return args.precision
+
+
 def _default_profile(args) -> Path | None:
     if args.profile:
         if not args.profile.is_file():
@@ -227,7 +250,7 @@ def _default_profile(args) -> Path | None:
     from .classifier import DEFAULT_MODEL
     from .profile import default_profile_path
 
-    candidate = default_profile_path(args.model or DEFAULT_MODEL, args.precision)
+    candidate = default_profile_path(args.model or DEFAULT_MODEL, _run_precision(args))
     return candidate if candidate.is_file() else None
 
 
@@ -249,7 +272,8 @@ def _numbers(text: str, flag: str) -> tuple[float, ...]:
 def build_classifier(args):
     from .classifier import Classifier
 
-    return Classifier(args.model, profile=_default_profile(args), precision=args.precision, threads=args.threads,
+    profile = _default_profile(args)
+    return Classifier(args.model, profile=profile, precision=_run_precision(args), threads=args.threads,
                       providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0))
 
 
@@ -318,7 +342,7 @@ def cmd_info(args) -> int:
           f"at least {1000 * manifest.min_samples / manifest.sample_rate:.0f} ms")
     print(f"  labels      {', '.join(manifest.labels)}")
     print(f"  precisions  {', '.join(['fp32'] + [p for p in manifest.precisions if p != 'fp32'])} "
-          "(dev UAR per exit below, measured on the exported files)")
+          f"(dev UAR per exit below, measured on the exported files); default {manifest.default_precision}")
     print("  chain       " + " -> ".join(s.name for s in manifest.chain))
     dev_int8 = manifest.precisions.get("int8", {}).get("dev_uar", {})
     dev_blocks = manifest.precisions.get("int8-blocks", {}).get("dev_uar", {})
@@ -393,7 +417,7 @@ def cmd_calibrate(args) -> int:
 
     directory = args.model or DEFAULT_MODEL
     seconds = _numbers(args.seconds, "--seconds")
-    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider)
+    classifier = Classifier(directory, precision=_run_precision(args), threads=args.threads, providers=args.provider)
 
     def progress(done, total):
         print(f"\rcalibrating {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -93,6 +93,9 @@ class Manifest:
     # Whether the encoder runs on chunks exactly: {"tolerance", "chunk_ms", "reason", "precisions": {p: {"exact",
     # "max_abs_diff"}}}, written by the export's check (edge_ser.stream.check_streaming).
     streaming: dict[str, Any] = field(default_factory=dict)
+    # What a run uses when it names no precision: the export's fastest variant (timed at full depth on the export
+    # machine) whose dev UAR stayed within its limit of fp32 at every exit; fp32 for models exported without dev data.
+    default_precision: str = "fp32"
     format_version: int = FORMAT_VERSION
 
     def fingerprint(self, precision: str) -> str:
@@ -190,7 +193,8 @@ def load_manifest(directory: str | Path) -> Manifest:
             normalize=bool(raw["normalize"]), min_samples=int(raw["min_samples"]),
             samples_per_frame=int(raw["samples_per_frame"]), labels=list(raw["labels"]), chain=chain, exits=exits,
             policy=raw.get("policy") or {}, precisions=raw.get("precisions") or {}, provenance=raw.get("provenance") or {},
-            streaming=raw.get("streaming") or {}, format_version=version,
+            streaming=raw.get("streaming") or {}, default_precision=raw.get("default_precision", "fp32"),
+            format_version=version,
         )
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, ManifestError):
@@ -256,3 +260,7 @@ def _check_fields(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
         _need(threshold is None or (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0), where,
               f"policy.measures.{measure}.threshold", threshold, "a number from 0 to 1")
     _need(isinstance(manifest.streaming, dict), where, "streaming", manifest.streaming, "a mapping")
+    has_int8 = any("int8" in s.files for s in manifest.chain)
+    _need(manifest.default_precision == "fp32" or (manifest.default_precision in RUN_PRECISIONS and has_int8), where,
+          "default_precision", manifest.default_precision,
+          ", ".join(RUN_PRECISIONS) if has_int8 else "fp32 (this model ships no int8 files)")

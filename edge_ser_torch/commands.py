@@ -93,6 +93,9 @@ def cmd_export(args) -> int:
 
     if (args.checkpoint is None) == (args.base is None):
         raise ValueError("give either a checkpoint or --base (untrained export), not both")
+    for flag, value in (("--max-loss", args.max_loss), ("--max-precision-loss", args.max_precision_loss)):
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise ValueError(f"{flag} is {value:g}; allowed: a UAR fraction from 0 to 1 (0.005 = half a point)")
     provenance: dict = {}
     if args.checkpoint is not None:
         from .train import load_checkpoint
@@ -127,7 +130,8 @@ def cmd_export(args) -> int:
         provenance["synthetic"] = True
     options = ExportOptions(
         verify=not args.no_verify, int8=not args.no_int8, int8_encoder=not args.fp32_encoder,
-        monolithic=args.monolithic, max_accuracy_loss=args.max_loss, provenance=provenance,
+        monolithic=args.monolithic, max_accuracy_loss=args.max_loss, max_precision_loss=args.max_precision_loss,
+        default_precision=args.default_precision, provenance=provenance,
         description=SYNTHETIC_NOTE if synthetic else f"{model.backbone.family} self-distilled SER, exits {model.exit_layers}",
     )
     manifest = export_model(model, labels, args.out, name=args.name or args.out.name, sample_rate=sample_rate,

@@ -18,6 +18,10 @@ import copy
 import datetime
 import json
 import logging
+import os
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +54,8 @@ class ExportOptions:
     int8: bool = True
     int8_encoder: bool = True  # static per-channel QDQ on the CNN encoder and context (dynamic ConvInteger is slower)
     max_accuracy_loss: float = 0.01  # for the early-exit thresholds (UAR points as a fraction)
+    max_precision_loss: float = 0.005  # dev UAR a variant may lose against fp32 at any exit to become the default
+    default_precision: str | None = None  # None: the fastest such variant, timed here; or name one for the device
     monolithic: bool = False  # also write monolithic.onnx (all exits in one graph) for benchmarks
     stream_chunk_ms: tuple[float, ...] = (20.0, 50.0, 330.0, 1000.0)  # chunk sizes the streaming check feeds
     description: str = ""
@@ -131,7 +137,8 @@ class MonolithicGraph(nn.Module):
         return tuple(out.logits for out in self.model(waveform).values())
 
 
-def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
+def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str],
+                 opset: int = OPSET) -> None:
     """Dynamo export with the time axis (dim 1) dynamic; weights inside the file."""
     time_dim = torch.export.Dim("samples" if example.dim() == 2 else "frames", min=2, max=2**24)
     with torch.no_grad():
@@ -142,7 +149,7 @@ def export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_nam
             input_names=[input_name],
             output_names=output_names,
             dynamic_shapes={input_name: {1: time_dim}},
-            opset_version=OPSET,
+            opset_version=opset,
             external_data=False,
             optimize=True,
             verbose=False,
@@ -212,7 +219,7 @@ def export_segments(model: SelfDistilledSER, labels: list[str], out: Path, sampl
 
 def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: ExportOptions) -> dict:
     """Chained onnxruntime segments vs torch: logits at every exit and hidden states at every exit layer."""
-    runtime = Classifier(out, shared_pool=False)  # the quantiser opens its own sessions
+    runtime = Classifier(out, precision="fp32", shared_pool=False)  # the quantiser opens its own sessions
     rng = np.random.default_rng(0)
     report = {}
     worst = 0.0
@@ -272,6 +279,25 @@ def exit_costs(manifest: Manifest, adaptive: bool = True) -> list[float]:
         costs.append(e.path_parameters + heads)
         heads += e.head.parameters if adaptive else 0
     return costs
+
+
+def full_depth_ms(out: Path, precisions: list[str]) -> dict[str, float]:
+    """edge_ser.calibrate.time_full_depth (3 s clip) in a fresh process: the runtime's process-wide thread pool,
+    as on a device, without creating one in this process (the quantiser and tests open sessions of their own)."""
+    code = ("import json, sys; from edge_ser.calibrate import time_full_depth; "
+            "print(json.dumps(time_full_depth(sys.argv[1], sys.argv[2].split(','))))")
+    done = subprocess.run([sys.executable, "-c", code, str(out), ",".join(precisions)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ExportError(f"timing the precisions failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def choose_default_precision(dev_uar: dict[str, dict[str, float]], ms: dict[str, float], max_loss: float) -> str:
+    """The fastest precision whose dev UAR is at least fp32's minus max_loss at every exit; fp32 always qualifies.
+    A loss of exactly max_loss qualifies (1e-9 absorbs float rounding of UARs like 0.95625 - 0.005)."""
+    reference = dev_uar["fp32"]
+    verified = [p for p in ms if p == "fp32" or all(dev_uar[p][k] >= reference[k] - max_loss - 1e-9 for k in reference)]
+    return min(verified, key=lambda p: ms[p])
 
 
 def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[str, float]:
@@ -342,6 +368,23 @@ def export_model(
                                             "quantized": [q for q in quantized if RUN_PRECISIONS[variant][kinds[q]] == "int8"]}
             log.info(f"{variant} dev UAR per exit {manifest.precisions[variant]['dev_uar']}")
         log.info(f"fp32 dev UAR per exit {manifest.precisions['fp32']['dev_uar']}")
+        ms = full_depth_ms(out, list(manifest.precisions))
+        for precision, value in ms.items():
+            manifest.precisions[precision]["full_depth_ms"] = value
+        if options.default_precision is None:
+            manifest.default_precision = choose_default_precision(
+                {p: v["dev_uar"] for p, v in manifest.precisions.items()}, ms, options.max_precision_loss)
+            manifest.provenance["default_precision_rule"] = (
+                f"fastest full-depth run of a 3 s clip on the export machine ({platform.machine()}, {os.cpu_count()} "
+                f"cores) among the variants within {options.max_precision_loss:g} dev UAR of fp32 at every exit")
+        elif options.default_precision in manifest.precisions:
+            manifest.default_precision = options.default_precision
+            manifest.provenance["default_precision_rule"] = "set by the exporter"
+        else:
+            raise ExportError(f"default precision {options.default_precision!r} was not exported; "
+                              f"exported: {', '.join(manifest.precisions)}")
+        log.info(f"full depth, 3 s: {json.dumps({p: round(v, 1) for p, v in ms.items()})} ms; "
+                 f"default precision {manifest.default_precision}")
     manifest.policy = calibrate(fp32, truth, [e.layer for e in manifest.exits], exit_costs(manifest),
                                 options.max_accuracy_loss)
     manifest.save(out)

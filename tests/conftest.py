@@ -37,7 +37,8 @@ def export_tiny(request, tmp_path_factory, name: str, description: str, seed: in
         rng = np.random.default_rng(seed)
         audio = dev_audio(rng)
         dev = (audio, rng.integers(0, len(TINY_LABELS), len(audio)))
-        options = ExportOptions(verify_seconds=(0.5, 1.3), description=description)
+        # fp32 by default: the timed choice would depend on this machine's load, and the tests compare with torch
+        options = ExportOptions(verify_seconds=(0.5, 1.3), description=description, default_precision="fp32")
         export_model(model, TINY_LABELS, out, name=name, normalize=normalize, dev=dev, options=options)
 
     out = tmp_path_factory.mktemp("models") / name

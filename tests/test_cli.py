@@ -60,6 +60,9 @@ def test_json_lines_and_a_bad_file_in_a_batch(tiny_export, clips):
         (["classify", "missing.wav"], "no such file"),
         (["info", "/nonexistent"], "not a model directory"),
         (["classify", "x.wav", "--exit", "deep"], "--exit takes a layer number or 'auto'"),
+        (["export", "--base", "tiny", "--out", "/tmp/never", "--max-precision-loss", "2"],
+         "--max-precision-loss is 2; allowed: a UAR fraction from 0 to 1"),
+        (["export", "--base", "tiny", "--out", "/tmp/never", "--max-loss", "nan"], "--max-loss is nan; allowed"),
     ],
 )
 def test_bad_input_gets_one_line_and_nonzero_exit(tiny_export, args, message):

@@ -1,4 +1,5 @@
 """Live audio: the endpointer's decisions at their boundaries, streaming equal to whole-clip, bad chunks, bounded memory."""
+import re
 import threading
 
 import numpy as np
@@ -411,6 +412,10 @@ def test_an_endpointed_long_utterance_is_windowed_and_its_memory_bounded(stream_
     (lambda m: m["chain"][2].update(layers=[3, 1]), "layers of segment 'blocks_00_01'"),
     (lambda m: m["policy"]["measures"]["max_prob"].update(threshold=float("nan")), "threshold"),
     (lambda m: m["exits"][1].update(layer=1), "exits"),
+    (lambda m: m.update(default_precision="int4"), "field default_precision is 'int4'; allowed: fp32, int8, int8-blocks"),
+    (lambda m: m.update(default_precision=True), "field default_precision is True"),
+    (lambda m: [s["files"].pop("int8", None) for s in m["chain"]] and m.update(default_precision="int8"),
+     "field default_precision is 'int8'; allowed: fp32 (this model ships no int8 files)"),
 ])
 def test_every_manifest_field_is_checked_and_named(stream_export, tmp_path, change, message):
     import shutil
@@ -425,5 +430,5 @@ def test_every_manifest_field_is_checked_and_named(stream_export, tmp_path, chan
     raw = yaml.safe_load((target / "manifest.yaml").read_text())
     change(raw)
     (target / "manifest.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ManifestError, match=message.replace("(", r"\(")):
+    with pytest.raises(ManifestError, match=re.escape(message)):
         load_manifest(target)
