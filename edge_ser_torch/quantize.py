@@ -6,9 +6,10 @@
   convolution. Dynamic quantisation would turn its Convs into ConvInteger, which
   onnxruntime runs far slower than fp32 Conv on x86; static QDQ keeps fused int8
   kernels (QLinearConv ran the 512-channel layers at ~680 G multiply-adds/s here).
-  The first convolution sees the raw waveform: quantising its input to 8 bits
-  cost most of the encoder's int8 error (base size: 29% -> 5.5% mean relative
-  error on the frames without it) and its one input channel makes it cheap in fp32.
+  The first convolution sees the raw waveform and has one input channel: cheap in
+  fp32, while quantising it adds a quantise/dequantise pair on its 3,200 frames/s
+  output. Kept fp32, the base-size encoder ran 1.2x faster with less error on its
+  frames (5.5% against 6.3% mean relative error; benchmarks/results/encoder.json).
 - Context (the positional convolution): static per-channel QDQ, calibrated on the
   fp32 encoder's frames of the same audio; ~3x faster than fp32 at base size.
 - Heads stay fp32: they are small, and the LSTM/GRU ops gain little.
@@ -86,6 +87,12 @@ def quantize_model(directory: Path, manifest: Manifest, calibration: list[np.nda
     int8_encoder=False keeps the encoder and context fp32 (the static, calibrated ones); so does an empty
     calibration list.
     """
+    from edge_ser import engine
+
+    if engine._GLOBAL_POOL_THREADS is not None:
+        raise RuntimeError("quantize before running the runtime with its shared thread pool in this process (or in "
+                           "another process): onnxruntime's quantiser opens sessions with threads of their own, "
+                           "which onnxruntime refuses once a process-wide pool exists")
     done = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
