@@ -58,7 +58,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="adaptive stop rule (default: the model's, max_prob)")
     p.add_argument("--precision", choices=list(RUN_PRECISIONS),
                    help="fp32; int8: quantized encoder, context and blocks; int8-blocks: only the blocks quantized "
-                        "(default: the model's default_precision, the fastest variant its export verified)")
+                        "(default: the --profile's precision, else the model's default_precision, the fastest "
+                        "variant its export verified)")
     p.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others, if present)")
     p.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
