@@ -183,8 +183,10 @@ def test_listen_flushes_the_utterance_in_progress_on_interrupt(stream_export, sc
     signal, _ = scene_pcm
     speech = np.round(signal[: int(1.5 * 16000)] * 32767).astype("<i2").tobytes()  # still speaking at the end
     for sig in (signals.SIGINT, signals.SIGTERM):
+        # a shell's background job inherits SIGINT ignored, and Python then leaves it ignored: as from a terminal
         proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE, "listen", "-", "--model", str(stream_export),
-                                 "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signals.signal(signals.SIGINT, signals.SIG_DFL))
         proc.stdin.write(speech)
         proc.stdin.flush()
         time.sleep(3.0)  # let it read and start the utterance
