@@ -24,6 +24,7 @@ FIGURE = re.compile(r"(?<![\w./-])([-+]?\d[\d,]*\.\d+(?:e[-+]?\d+)?|\d[\d,]*)(\s
 # Phrases in the README whose numbers are settings, goals or facts, not measurements, each with why.
 NOT_FIGURES = {
     "Python 3.10": "the minimum Python version",
+    "onnxruntime** (1.18 or later": "the minimum onnxruntime version",
     "44.1 kHz": "a sample rate a test uses",
     "12.7 s utterance": "the length of an utterance a test feeds",
     "0.5 s probe": "the probe's length, a constant of the runtime (PROBE_SECONDS)",
