@@ -4,7 +4,8 @@
 # part: under 5 minutes on one H200 (DEVICE=cuda); on a 2-core x86 VM (the default, DEVICE=cpu) about 40
 # minutes. The shipped model was built by this script on that CPU; its configs train on the raw waveform
 # (data.normalize: false) with a layer-norm CNN, so its encoder streams exactly (README, Live audio).
-# The device profile it writes (models/demo/profile.yaml) is this machine's and is not committed:
+# The device profile it writes (models/demo/profile.int8.yaml: the default precision the export chose here) is
+# this machine's and is not committed:
 # run `edge-ser calibrate models/demo` again on the device that will classify.
 set -euo pipefail
 cd "$(dirname "$0")/.."
