@@ -288,7 +288,7 @@ def full_depth_ms(out: Path, precisions: list[str]) -> dict[str, float]:
             "print(json.dumps(time_full_depth(sys.argv[1], sys.argv[2].split(','))))")
     done = subprocess.run([sys.executable, "-c", code, str(out), ",".join(precisions)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise ExportError(f"timing the precisions failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise ExportError(f"timing the precisions failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
