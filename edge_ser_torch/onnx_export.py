@@ -32,6 +32,7 @@ from torch import nn
 import edge_ser
 from edge_ser.classifier import Classifier
 from edge_ser.engine import sha256_of
+from edge_ser.errors import EdgeSerError
 from edge_ser.manifest import RUN_PRECISIONS, Exit, FileRef, Manifest, Segment
 from edge_ser.policy import calibrate
 from edge_ser.stream import check_streaming
@@ -42,8 +43,8 @@ OPSET = 20  # opset 20 has Gelu: onnxruntime runs it (and BiasGelu) fused; at 18
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
-    pass
+class ExportError(EdgeSerError):
+    """An export that cannot be trusted or asked for what it cannot write: one line at the command line."""
 
 
 @dataclass
@@ -328,6 +329,9 @@ def export_model(
     """
     options = options or ExportOptions()
     out = Path(out)
+    if options.default_precision not in (None, "fp32") and (dev is None or not options.int8):
+        raise ExportError(f"default precision {options.default_precision} needs int8 files, which the export writes "
+                          "only with dev data (a corpus) and without --no-int8")
     options.provenance = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "edge_ser": edge_ser.__version__,

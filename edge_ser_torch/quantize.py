@@ -89,8 +89,10 @@ def quantize_model(directory: Path, manifest: Manifest, calibration: list[np.nda
     """
     from edge_ser import engine
 
+    from .onnx_export import ExportError
+
     if engine._GLOBAL_POOL_THREADS is not None:
-        raise RuntimeError("quantize before running the runtime with its shared thread pool in this process (or in "
+        raise ExportError("quantize before running the runtime with its shared thread pool in this process (or in "
                            "another process): onnxruntime's quantiser opens sessions with threads of their own, "
                            "which onnxruntime refuses once a process-wide pool exists")
     done = []

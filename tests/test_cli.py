@@ -63,6 +63,8 @@ def test_json_lines_and_a_bad_file_in_a_batch(tiny_export, clips):
         (["export", "--base", "tiny", "--out", "/tmp/never", "--max-precision-loss", "2"],
          "--max-precision-loss is 2; allowed: a UAR fraction from 0 to 1"),
         (["export", "--base", "tiny", "--out", "/tmp/never", "--max-loss", "nan"], "--max-loss is nan; allowed"),
+        (["export", "--base", "tiny", "--out", "/tmp/never", "--no-int8", "--default-precision", "int8"],
+         "default precision int8 needs int8 files"),
     ],
 )
 def test_bad_input_gets_one_line_and_nonzero_exit(tiny_export, args, message):
