@@ -8,9 +8,10 @@ output frames on four noise clips (not the calibration clips). Variants:
 - static QDQ int8 of every convolution (as shipped before) vs keeping the first, waveform-facing one fp32;
 - the issue's suggestion: the strided convolutions as frames-times-kernel MatMuls (exact in fp32), so that
   dynamic int8 (MatMulInteger) runs them -- measured here, not kept (see the README);
-- the context (positional convolution) fp32 vs static QDQ int8.
+- the context (positional convolution) fp32 vs static QDQ int8;
+- then, on the whole base export (bench_base.py's), int8 against fp32 at every exit.
 
-    python benchmarks/bench_encoder.py [--rounds 15]
+    python benchmarks/bench_encoder.py [--rounds 15] [--base benchmarks/.cache/base]
 """
 from __future__ import annotations
 
@@ -158,9 +159,42 @@ def measure(files: dict[str, Path], rounds: int) -> dict:
     return results
 
 
+def exit_errors(work: Path) -> dict:
+    """int8 against fp32 at every exit of the whole base export (bench_base.py's), on the same four noise clips:
+    mean relative error of the hidden states at the exit layer, largest probability difference, labels agreeing.
+    Random weights: the heads' probabilities are near uniform, so the hidden states say more than the labels."""
+    from edge_ser import Classifier
+
+    runs = {p: Classifier(work, precision=p) for p in ("fp32", "int8")}
+    rng = np.random.default_rng(7)
+    clips = [rng.standard_normal(int(s * 16000)).astype(np.float32) * 0.1 for s in (1.5, 2.5, 3.0, 6.0)]
+    outputs: dict[str, list[dict]] = {p: [] for p in runs}
+    for precision, classifier in runs.items():
+        for samples in clips:
+            value, previous, per_exit = classifier.preprocess(samples), None, {}
+            for e in classifier.manifest.exits:
+                for seg in classifier._segments_between(previous, e):
+                    value = classifier.engine.run(seg, value)
+                logits = classifier.engine.run(e.head, value)[0]
+                probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+                per_exit[e.layer] = (value, probabilities)
+                previous = e
+            outputs[precision].append(per_exit)
+    rows = {}
+    for layer in outputs["fp32"][0]:
+        pairs = [(f[layer], q[layer]) for f, q in zip(outputs["fp32"], outputs["int8"], strict=True)]
+        rows[str(layer)] = {
+            "hidden_mean_relative_error": float(np.mean([np.abs(q[0] - f[0]).mean() / np.abs(f[0]).mean() for f, q in pairs])),
+            "max_probability_difference": float(max(np.abs(q[1] - f[1]).max() for f, q in pairs)),
+            "labels_agree": int(sum(int(q[1].argmax() == f[1].argmax()) for f, q in pairs)), "clips": len(pairs)}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--base", type=Path, default=Path(__file__).resolve().parent / ".cache" / "base",
+                        help="bench_base.py's export, for the int8 error at every exit (skipped if absent)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -168,8 +202,12 @@ def main() -> None:
         results = measure(build(work), args.rounds)
     for name, r in results.items():
         print(f"{name:48s} {r['ms']:7.1f} ms  {r['speedup']:.2f}x vs {r['versus']}  error {100 * r['mean_relative_error']:.1f}%")
+    exits = exit_errors(args.base) if (args.base / "manifest.yaml").is_file() else {}
+    for layer, r in exits.items():
+        print(f"exit {layer}: int8 hidden states {100 * r['hidden_mean_relative_error']:.1f}% off fp32, probabilities within "
+              f"{r['max_probability_difference']:.4f}, labels agree on {r['labels_agree']} of {r['clips']} clips")
     path = save("encoder", {"clip_seconds": 3.0, "threads": 2, "rounds": args.rounds,
-                            "variants": results})
+                            "variants": results, "exits_int8_vs_fp32": exits})
     print(f"wrote {path}")
 
 
