@@ -2,7 +2,8 @@
 
 1. export + verification against torch (segments and a monolithic graph), int8 files;
 2. engines at every exit, each in its own process (thread pools are process-wide), in interleaved rounds,
-   3 s clip: the runtime at fp32 / int8 / int8-blocks (one shared thread pool, its default), the runtime's
+   3 s clip: the runtime at fp32 / int8 / int8-blocks (one shared thread pool, its default), int8 with
+   onnxruntime's SkipLayerNormalization rewrite left in (the runtime leaves it out on CPU), the runtime's
    segments with per-session thread pools, one monolithic ONNX graph (full depth only: it computes every exit),
    torch eager fp32 and torch's own dynamic int8 (Linear layers); ratios to torch eager fp32;
 3. int8 against fp32 per segment (interleaved in one process), dynamic against static int8 for the encoder;
@@ -32,7 +33,8 @@ from graph_macs import graph_macs, matmul_peak  # noqa: E402
 
 CLIP_SECONDS = 3.0
 LENGTHS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
-ENGINES = ["runtime-fp32", "runtime-int8", "runtime-int8-blocks", "runtime-fp32-per-session-pools",
+ENGINES = ["runtime-fp32", "runtime-int8", "runtime-int8-skiplayernorm-fused", "runtime-int8-blocks",
+           "runtime-fp32-per-session-pools",
            "monolithic-fp32", "torch-eager-fp32", "torch-dynamic-int8"]
 BASELINE = "torch-eager-fp32"
 
@@ -111,8 +113,11 @@ def engine_runs(engine: str, work: Path, layers: list[int]) -> dict[int, object]
         session = ort.InferenceSession(str(work / "monolithic.onnx"), providers=["CPUExecutionProvider"])
         return {layers[-1]: lambda: session.run(None, {"waveform": audio[None]})}
     from edge_ser import Classifier
+    from edge_ser import engine as runtime_engine
 
-    precision = engine.removeprefix("runtime-").removesuffix("-per-session-pools")
+    if engine.endswith("-skiplayernorm-fused"):  # onnxruntime's default rewrites, which the runtime leaves out on CPU
+        runtime_engine.CPU_DISABLED_OPTIMIZERS = ()
+    precision = engine.removeprefix("runtime-").removesuffix("-per-session-pools").removesuffix("-skiplayernorm-fused")
     c = Classifier(work, precision=precision, shared_pool=not engine.endswith("per-session-pools"))
     return {layer: (lambda layer=layer: c.classify(audio, 16000, exit=layer)) for layer in layers}
 

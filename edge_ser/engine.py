@@ -18,6 +18,10 @@ import onnxruntime as ort
 from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
 log = logging.getLogger(__name__)
+# Graph rewrites left out on CPU-only runs. onnxruntime 1.32's CPU SkipLayerNormalization kernel ran ~7x slower
+# than the Add + LayerNormalization it replaces (149x768, 1 or 2 threads), and the base-size int8 blocks 1.15-1.19x
+# faster without it, fp32 outputs equal to 2e-6 (benchmarks/bench_base.py compares both). GPU providers keep it.
+CPU_DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
 _GLOBAL_POOL_THREADS: int | None = None
 _GLOBAL_POOL_LOCK = threading.Lock()
 
@@ -134,12 +138,21 @@ class Engine:
                     raise ManifestError(f"{self.directory}: missing file {ref.file} (segment {segment.name})")
                 if sha256_of(path) != ref.sha256:
                     raise ManifestError(f"{path}: sha256 does not match the manifest; refusing a modified model file")
-                session = ort.InferenceSession(str(path), sess_options=self._options(), providers=self.providers)
+                session = self.open_session(path, self._options())
                 if segment.kind == "head":
                     self._check_classes(path, session)
                 self._sessions[segment.name] = session
                 self.opened.append(ref.file)
             return session
+
+    @property
+    def disabled_optimizers(self) -> list[str]:
+        return list(CPU_DISABLED_OPTIMIZERS) if self.providers == ["CPUExecutionProvider"] else []
+
+    def open_session(self, path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+        """One file as this engine opens it (providers, rewrites left out); no hash check: see session()."""
+        return ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
+                                    disabled_optimizers=self.disabled_optimizers)
 
     def _check_classes(self, path: Path, session: ort.InferenceSession) -> None:
         """A head must score exactly the manifest's labels, or every answer would be mislabelled."""

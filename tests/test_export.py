@@ -229,3 +229,26 @@ def test_export_records_its_default_precision_and_runs_use_it(tiny_export, tmp_p
         (model / "manifest.yaml").write_text(yaml.safe_dump(raw))
         assert Classifier(model, shared_pool=False).engine.precision == precision
         assert Classifier(model, precision="fp32", shared_pool=False).engine.precision == "fp32"  # asked for wins
+
+
+def test_cpu_sessions_leave_out_the_skip_layer_norm_fusion(tiny_export, tmp_path):
+    """On CPU the engine opens blocks without onnxruntime's SkipLayerNormalization rewrite (slower here than the
+    Add + LayerNormalization it replaces: edge_ser.engine.CPU_DISABLED_OPTIMIZERS); onnxruntime's default keeps it."""
+    import onnx
+    import onnxruntime as ort
+
+    from edge_ser.engine import Engine
+
+    m = load_manifest(tiny_export)
+    engine = Engine(tiny_export, m, "fp32", shared_pool=False)
+    path = tiny_export / next(s for s in m.chain if s.kind == "blocks").files["fp32"].file
+
+    def optimised_ops(open_session, name):
+        options = engine._options()
+        options.optimized_model_filepath = str(tmp_path / name)
+        open_session(options)
+        return {n.op_type for n in onnx.load(str(tmp_path / name)).graph.node}
+
+    ours = optimised_ops(lambda options: engine.open_session(path, options), "engine.onnx")
+    default = optimised_ops(lambda options: ort.InferenceSession(str(path), options, providers=engine.providers), "default.onnx")
+    assert "SkipLayerNormalization" in default and "SkipLayerNormalization" not in ours and "LayerNormalization" in ours
