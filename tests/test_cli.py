@@ -89,6 +89,7 @@ def test_strict_budget_refusal_exits_3(tiny_export, clips, tmp_path):
 def test_info_and_calibrate(tiny_export, tmp_path):
     r = run("info", tiny_export)
     assert r.returncode == 0 and "encoder -> context -> blocks_00_01" in r.stdout and "early exit" in r.stdout
+    assert "; default fp32" in r.stdout  # the test exports pin it (conftest)
     j = json.loads(run("info", tiny_export, "--json").stdout)
     assert j["labels"] == TINY_LABELS
     out = tmp_path / "profile.yaml"
@@ -297,3 +298,29 @@ def test_exit_codes_when_strict_refusals_mix_with_successes_and_failures(tiny_ex
     assert with_failure.returncode == 1  # a failure that is not a refusal
     only_refused = run("classify", clips / "b.flac", *base)
     assert only_refused.returncode == 3
+
+
+def test_without_precision_classify_follows_the_profile_then_the_model(tiny_export, clips, tmp_path):
+    """--precision unset: a --profile's precision wins (an fp32 profile is not refused on a model whose default is
+    int8); with no profile the model's default_precision runs, and its own profile file is the one looked for."""
+    import shutil
+
+    import yaml
+
+    from edge_ser.profile import DeviceProfile, SegmentCost
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_export, model)
+    raw = yaml.safe_load((model / "manifest.yaml").read_text())
+    raw["default_precision"] = "int8"
+    (model / "manifest.yaml").write_text(yaml.safe_dump(raw))
+    names = ["encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04", "exit_01", "exit_03", "exit_04"]
+    profile = DeviceProfile("tiny", "fp32", 1, segments={n: SegmentCost([0.5, 0, 0], 1.0, 0, 1) for n in names},
+                            fingerprint=fingerprint(model))
+    profile.save(tmp_path / "p.yaml")
+    r = run("classify", clips / "a.wav", "--model", model, "--profile", tmp_path / "p.yaml", "--budget", "1s", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["estimated"] is False  # planned from the fp32 profile
+    profile.save(model / "profile.yaml")  # fp32's default file: not the one an int8 run looks for
+    r = run("classify", clips / "a.wav", "--model", model, "--budget", "1s", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["estimated"] is True, r.stderr
