@@ -228,30 +228,21 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _run_precision(args) -> str:
-    """--precision as given, else the --profile's precision, else the model's default_precision (as Classifier)."""
-    if args.precision is None:
-        from .classifier import DEFAULT_MODEL
-        from .manifest import load_manifest
-        from .profile import DeviceProfile
-
-        profile = getattr(args, "profile", None)
-        if profile and profile.is_file():
-            args.precision = DeviceProfile.load(profile).precision
-        else:
-            args.precision = load_manifest(args.model or DEFAULT_MODEL).default_precision
-    return args.precision
-
-
 def _default_profile(args) -> Path | None:
+    """--profile (whose precision a run without --precision takes: Classifier's rule), or else the file calibrate
+    writes for the precision the run will use, if it is there; that precision is then fixed in args, so that a
+    profile file holding another precision is refused rather than followed."""
     if args.profile:
         if not args.profile.is_file():
             raise CliError(f"{args.profile}: no such device profile")
         return args.profile
     from .classifier import DEFAULT_MODEL
+    from .manifest import load_manifest
     from .profile import default_profile_path
 
-    candidate = default_profile_path(args.model or DEFAULT_MODEL, _run_precision(args))
+    model = args.model or DEFAULT_MODEL
+    args.precision = args.precision or load_manifest(model).default_precision
+    candidate = default_profile_path(model, args.precision)
     return candidate if candidate.is_file() else None
 
 
@@ -273,8 +264,8 @@ def _numbers(text: str, flag: str) -> tuple[float, ...]:
 def build_classifier(args):
     from .classifier import Classifier
 
-    profile = _default_profile(args)
-    return Classifier(args.model, profile=profile, precision=_run_precision(args), threads=args.threads,
+    profile = _default_profile(args)  # before args.precision is read: it may fix it
+    return Classifier(args.model, profile=profile, precision=args.precision, threads=args.threads,
                       providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0))
 
 
@@ -418,14 +409,14 @@ def cmd_calibrate(args) -> int:
 
     directory = args.model or DEFAULT_MODEL
     seconds = _numbers(args.seconds, "--seconds")
-    classifier = Classifier(directory, precision=_run_precision(args), threads=args.threads, providers=args.provider)
+    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider)
 
     def progress(done, total):
         print(f"\rcalibrating {done}/{total}", end="", file=sys.stderr, flush=True)
 
     profile = calibrate_profile(classifier, seconds, args.repeats, progress=progress)
     print(file=sys.stderr)
-    out = args.out or default_profile_path(directory, args.precision)
+    out = args.out or default_profile_path(directory, classifier.engine.precision)
     profile.save(out)
     print(describe_profile(profile))
     print(f"wrote {out}")
