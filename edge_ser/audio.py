@@ -133,3 +133,10 @@ def check_samples(audio: np.ndarray, sample_rate: int, min_samples: int) -> np.n
 def normalize(audio: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per clip: what Wav2Vec2FeatureExtractor(do_normalize=True) does in training."""
     return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+
+
+def encoder_input(samples: np.ndarray, normalized: bool) -> np.ndarray:
+    """Mono samples at the model's rate -> the encoder's input (1, S), float32, normalised per clip when the
+    model was trained so (the manifest's `normalize`): what the runtime feeds and the int8 calibration sees."""
+    value = normalize(samples) if normalized else samples
+    return np.ascontiguousarray(value, dtype=np.float32)[None, :]

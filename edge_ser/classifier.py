@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import (AudioError, check_samples, decode, duration_seconds, normalize, resample, stream_windows,
+from .audio import (AudioError, check_samples, decode, duration_seconds, encoder_input, resample, stream_windows,
                     window_bounds, window_samples)
 from .endpoint import DEFAULT_ENDPOINT, EndpointOptions, no_speech
 from .engine import Engine
@@ -337,8 +337,7 @@ class Classifier:
 
     def preprocess(self, samples: np.ndarray) -> np.ndarray:
         """Mono samples at the model's rate -> the encoder's input (1, S), as in training."""
-        value = normalize(samples) if self.manifest.normalize else samples
-        return np.ascontiguousarray(value, dtype=np.float32)[None, :]
+        return encoder_input(samples, self.manifest.normalize)
 
     def _classify_samples(self, samples, budget_ms, memory_mb, exit, strict) -> Result:
         start = time.perf_counter()

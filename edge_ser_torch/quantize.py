@@ -27,7 +27,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_ser.audio import normalize
+from edge_ser.audio import encoder_input
 from edge_ser.engine import sha256_of
 from edge_ser.manifest import FileRef, Manifest, Segment
 
@@ -46,7 +46,7 @@ class _InputsReader(CalibrationDataReader):
 
 def chain_inputs(directory: Path, manifest: Manifest, clips: list[np.ndarray], upto: int) -> list[np.ndarray]:
     """Each clip preprocessed exactly as the runtime does, run through the fp32 segments before chain[upto]."""
-    values = [(normalize(c) if manifest.normalize else c.astype(np.float32))[None, :] for c in clips]
+    values = [encoder_input(c, manifest.normalize) for c in clips]
     for seg in manifest.chain[:upto]:
         session = ort.InferenceSession(str(directory / seg.files["fp32"].file), providers=["CPUExecutionProvider"])
         values = [session.run(None, {seg.input: v})[0] for v in values]
