@@ -164,6 +164,7 @@ def exit_errors(work: Path) -> dict:
     mean relative error of the hidden states at the exit layer, largest probability difference, labels agreeing.
     Random weights: the heads' probabilities are near uniform, so the hidden states say more than the labels."""
     from edge_ser import Classifier
+    from edge_ser.policy import softmax
 
     runs = {p: Classifier(work, precision=p) for p in ("fp32", "int8")}
     rng = np.random.default_rng(7)
@@ -175,9 +176,7 @@ def exit_errors(work: Path) -> dict:
             for e in classifier.manifest.exits:
                 for seg in classifier._segments_between(previous, e):
                     value = classifier.engine.run(seg, value)
-                logits = classifier.engine.run(e.head, value)[0]
-                probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-                per_exit[e.layer] = (value, probabilities)
+                per_exit[e.layer] = (value, softmax(classifier.engine.run(e.head, value)[0]))
                 previous = e
             outputs[precision].append(per_exit)
     rows = {}
