@@ -69,6 +69,34 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "(e.g. CUDAExecutionProvider on a Jetson); default CPUExecutionProvider")
 
 
+def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
+    """What listen and serve share: the endpointer's settings (EndpointOptions' defaults)."""
+    from .endpoint import DEFAULT_ENDPOINT as d
+
+    ep = p.add_argument_group("endpointing (an energy detector; see README, Live audio)")
+    ep.add_argument("--threshold", type=float, default=d.threshold_db, metavar="DB",
+                    help=f"speech is this many dB above the noise floor (default {d.threshold_db:g})")
+    ep.add_argument("--min-speech", type=_typed(parse_duration_ms), default=d.min_speech_ms, metavar="TIME",
+                    help=f"shortest speech that starts an utterance (default {d.min_speech_ms:g}ms)")
+    ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=d.min_silence_ms, metavar="TIME",
+                    help=f"silence that ends an utterance (default {d.min_silence_ms:g}ms)")
+    ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=1000 * d.max_utterance_s,
+                    metavar="TIME", help=f"longer speech is cut here and goes on as a new utterance (default "
+                    f"{d.max_utterance_s:g}s); past the window (10s) an utterance is classified window by window "
+                    "as it arrives")
+    ep.add_argument("--pad", type=_typed(parse_duration_ms), default=d.pad_ms, metavar="TIME",
+                    help=f"audio kept before and after the speech (default {d.pad_ms:g}ms; at most --min-silence)")
+
+
+def endpoint_options(args):
+    """EndpointOptions from the endpointing flags (checked there: one line naming a bad value)."""
+    from .endpoint import EndpointOptions
+
+    return EndpointOptions(threshold_db=args.threshold, min_speech_ms=args.min_speech,
+                           min_silence_ms=args.min_silence, max_utterance_s=args.max_utterance / 1000.0,
+                           pad_ms=args.pad)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-ser",
@@ -105,21 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--chunk", type=_typed(parse_duration_ms), default=20.0, metavar="TIME",
                     help="how much audio to read at a time (default 20ms)")
     _add_run_options(li)
-    ep = li.add_argument_group("endpointing (an energy detector; see README, Live audio)")
-    ep.add_argument("--threshold", type=float, default=6.0, metavar="DB",
-                    help="speech is this many dB above the noise floor (default 6)")
-    ep.add_argument("--min-speech", type=_typed(parse_duration_ms), default=120.0, metavar="TIME",
-                    help="shortest speech that starts an utterance (default 120ms)")
-    ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=500.0, metavar="TIME",
-                    help="silence that ends an utterance (default 500ms)")
-    ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=60000.0, metavar="TIME",
-                    help="longer speech is cut here and goes on as a new utterance (default 60s); past the "
-                         "window (10s) an utterance is classified window by window as it arrives")
-    ep.add_argument("--pad", type=_typed(parse_duration_ms), default=200.0, metavar="TIME",
-                    help="audio kept before and after the speech (default 200ms; at most --min-silence)")
-    ep.add_argument("--push-to-talk", action="store_true",
+    _add_endpoint_options(li)
+    li.add_argument("--push-to-talk", action="store_true",
                     help="no detector: the whole input is one utterance, cut only at --max-utterance")
     li.add_argument("--json", action="store_true", help="one JSON object per utterance on stdout")
+
+    se = sub.add_parser("serve", help="one long-running service for every app on the device (Wyoming protocol)",
+                        description=(
+        "Serve the model to many clients at once over the Wyoming protocol (README: The service): each connection "
+        "streams audio and gets voice-started / voice-stopped and one emotion event per utterance, as listen "
+        "prints them. One model, one onnxruntime pool, sessions opened once. Stops on SIGTERM or Ctrl-C after "
+        "classifying the utterances in progress. Example: edge-ser serve --uri unix:///run/edge-ser/edge-ser.sock"))
+    se.add_argument("model_dir", nargs="?", type=Path, metavar="MODEL",
+                    help="model directory (default: --model, else the shipped demo model)")
+    se.add_argument("--uri", default="unix:///tmp/edge-ser.sock",
+                    help="unix:///PATH (a socket for owner and group), tcp://HOST:PORT (loopback unless "
+                         "--allow-remote; port 0: any free port) or stdio:// (default unix:///tmp/edge-ser.sock)")
+    se.add_argument("--allow-remote", action="store_true",
+                    help="let a tcp URI bind an address other hosts can reach (Wyoming has no authentication)")
+    se.add_argument("--max-clients", type=int, default=16, help="connections served at once (default 16)")
+    se.add_argument("--idle-timeout", type=_typed(parse_seconds), default=30.0, metavar="TIME",
+                    help="close a client that sends nothing for this long (default 30s)")
+    se.add_argument("--max-clip", type=_typed(parse_seconds), default=120.0, metavar="TIME",
+                    help="longest audio a whole-clip request may send (default 120s)")
+    _add_run_options(se)
+    _add_endpoint_options(se)
+    se.add_argument("-v", "--verbose", action="store_true", help="log connections and refusals on stderr")
 
     i = sub.add_parser("info", help="describe a model directory")
     i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
@@ -275,6 +314,28 @@ def cmd_listen(args) -> int:
     return listen(args, build_classifier)
 
 
+def cmd_serve(args) -> int:
+    import logging
+
+    from .options import RunOptions
+    from .service import Limits, Service, parse_uri, run_service
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edge-ser: %(message)s",
+                        stream=sys.stderr)
+    address = parse_uri(args.uri, args.allow_remote)
+    if args.model_dir and args.model and args.model_dir != args.model:
+        raise CliError(f"two models given: {args.model_dir} and --model {args.model}")
+    args.model = args.model or args.model_dir
+    if args.allow_remote and address.scheme == "tcp":
+        logging.getLogger("edge_ser.service").warning(
+            "listening beyond loopback: Wyoming has no authentication, anyone who reaches %s:%s can use the model",
+            address.host, address.port)
+    limits = Limits(clients=args.max_clients, idle_seconds=args.idle_timeout, clip_seconds=args.max_clip)
+    run = RunOptions(budget_ms=args.budget, memory_mb=args.memory, exit=args.exit, strict=args.strict)
+    service = Service(build_classifier(args), run, endpoint_options(args), limits)
+    return run_service(service, address)
+
+
 def cmd_classify(args) -> int:
     from tqdm import tqdm
 
@@ -425,7 +486,7 @@ def cmd_calibrate(args) -> int:
 
 # ---- dispatch -----------------------------------------------------------------------------
 
-DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "info": cmd_info, "verify": cmd_verify,
+DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "serve": cmd_serve, "info": cmd_info, "verify": cmd_verify,
                    "calibrate": cmd_calibrate, "bench": cmd_bench}
 
 

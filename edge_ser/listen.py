@@ -116,15 +116,13 @@ def _raise_interrupted(signum, frame):
 
 def cmd_listen(args, build_classifier) -> int:
     """Run one stream over the chosen source; print each result as its utterance ends."""
-    from .endpoint import EndpointOptions
+    from .cli import endpoint_options
 
     if (args.source is None) == (args.device is None):
         raise EdgeSerError("give one source: '-' (raw PCM on stdin), an audio file, or --device NAME (microphone)")
     if args.realtime and (args.source in (None, "-")):
         raise EdgeSerError("--realtime paces a file as if live; standard input and microphones are live already")
-    endpoint = None if args.push_to_talk else EndpointOptions(
-        threshold_db=args.threshold, min_speech_ms=args.min_speech, min_silence_ms=args.min_silence,
-        max_utterance_s=args.max_utterance / 1000.0, pad_ms=args.pad)
+    endpoint = None if args.push_to_talk else endpoint_options(args)
     chunk_seconds = args.chunk / 1000.0
     if args.source == "-":
         rate, chunks = args.rate, stdin_chunks(sys.stdin.buffer, PCM_FORMATS[args.format], round(chunk_seconds * args.rate))

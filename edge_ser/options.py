@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,3 +50,30 @@ def check_positive(name: str, value: object, high: float = math.inf, unit: str =
 
 def check_optional_positive(name: str, value: object, high: float = math.inf, unit: str = "") -> float | None:
     return None if value is None else check_positive(name, value, high, unit)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one run is asked for: the budgets, the exit and strictness; checked once, here.
+
+    budget_ms: latency budget per clip, window or utterance; memory_mb: memory budget for the segments;
+    exit: a layer to run to, or None/"auto" for adaptive early exit; strict: refuse (BudgetError) when not even
+    the first exit fits, instead of answering from it. Whether the exit exists is the model's to say (plan).
+    """
+
+    budget_ms: float | None = None
+    memory_mb: float | None = None
+    exit: int | str | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        check_optional_positive("budget_ms", self.budget_ms)
+        check_optional_positive("memory_mb", self.memory_mb)
+        if not (self.exit in (None, "auto") or (isinstance(self.exit, int) and not isinstance(self.exit, bool))):
+            raise OptionError(f"exit must be a layer number or 'auto', got {self.exit!r}")
+        if not isinstance(self.strict, bool):
+            raise OptionError(f"strict must be true or false, got {self.strict!r}")
+
+    def as_kwargs(self) -> dict:
+        """The keywords Classifier.classify / plan / stream take."""
+        return {"budget_ms": self.budget_ms, "memory_mb": self.memory_mb, "exit": self.exit, "strict": self.strict}

@@ -208,6 +208,7 @@ class Stream:
             self._resampler = soxr.ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
         self._lock = threading.Lock()
         self._refused: list[EdgeSerError] = []  # utterances this chunk could not answer (--strict, too short)
+        self._voice: list[tuple[str, float]] = []  # endpointer decisions not yet taken: ("started"|"stopped", s)
         self.closed = False
         if self.incremental:
             classifier.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
@@ -254,6 +255,14 @@ class Stream:
                 results = []
             return self._deliver(results + self._end_marked())
 
+    def take_voice_events(self) -> list[tuple[str, float]]:
+        """The endpointer's decisions since the last call, in order: ("started", seconds) where an utterance was
+        found to begin, ("stopped", seconds) where one ended (also one cut at max length or that held no speech
+        after all). A service relays them (Wyoming's voice-started / voice-stopped); push-to-talk has none."""
+        with self._lock:
+            events, self._voice = self._voice, []
+            return events
+
     def _deliver(self, results: list[Result | None]) -> list[Result]:
         """The chunk's results; if an utterance in it was refused, raise that error after the whole chunk has been
         taken in (so the stream's state stays whole), with the chunk's other results on `error.results`."""
@@ -299,6 +308,7 @@ class Stream:
         return results
 
     def _on(self, boundary: Boundary, now: int) -> list[Result | None]:
+        self._voice.append(("started" if boundary.kind == "start" else "stopped", boundary.sample / self.rate))
         if boundary.kind == "start":
             self._utterance = self._open(boundary.sample)
             self._feed(now)
@@ -319,6 +329,8 @@ class Stream:
         if self.endpointer is not None:
             self.endpointer.position += tail.size  # heard, though shorter than a frame the detector could judge
             boundary = self.endpointer.end_now()
+            if boundary is not None:
+                self._voice.append(("stopped", boundary.sample / self.rate))
         else:
             boundary = Boundary("end" if self._recent.end > self._utterance.start else "cancel", self._recent.end, "marked")
         try:

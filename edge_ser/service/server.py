@@ -1,0 +1,403 @@
+"""`edge-ser serve`: one process, one model, many clients, over Wyoming on a local socket.
+
+Every connection gets its own Session (its own stream); all of them share one Classifier, so one
+onnxruntime thread pool and sessions opened once. The event loop only reads, checks and writes; the model
+runs on one worker thread (onnxruntime's pool already uses every core for one run), fed by a round-robin
+scheduler: each client's jobs run in the order they came, and clients take turns, so a client that sends
+faster than real time delays another's utterance by at most one of its jobs. A client whose unclassified
+audio passes Limits.pending_bytes is not read until the worker catches up: its socket fills and its writes
+wait (backpressure), instead of the server buffering without end.
+
+SIGTERM and Ctrl-C stop accepting, end every open request as if its client had sent audio-stop (the
+utterance in progress is classified and sent, then emotion-stop), close the connections and return.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from wyoming.event import Event
+from wyoming.info import Info
+
+from .. import __version__
+from ..classifier import Classifier
+from ..endpoint import EndpointOptions
+from ..errors import EdgeSerError
+from ..options import RunOptions
+from .protocol import Limits, ProtocolError, encode_event, read_event
+from .session import Session, Step, error
+
+log = logging.getLogger("edge_ser.service")
+SOCKET_MODE = 0o660  # owner and group: add the apps' users to the service's group
+
+
+class ServiceError(EdgeSerError, ValueError):
+    """The service cannot start as asked (a bad URI, a socket path in use): one line."""
+
+
+@dataclass(frozen=True)
+class Address:
+    scheme: str  # unix | tcp | stdio
+    path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+def parse_uri(uri: str, allow_remote: bool = False) -> Address:
+    """unix:///path/to/socket, tcp://HOST:PORT (loopback unless allow_remote) or stdio://."""
+    parts = urlparse(uri)
+    if parts.scheme == "stdio":
+        return Address("stdio")
+    if parts.scheme == "unix":
+        path = parts.path or parts.netloc
+        if not path:
+            raise ServiceError(f"--uri {uri!r}: a unix URI needs a socket path, e.g. unix:///run/edge-ser/edge-ser.sock")
+        return Address("unix", path=Path(path))
+    if parts.scheme == "tcp":
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if not host or port is None:
+            raise ServiceError(f"--uri {uri!r}: a tcp URI needs a host and a port from 0 (any free port) to 65535, "
+                               "e.g. tcp://127.0.0.1:10700")
+        if not _is_loopback(host) and not allow_remote:
+            raise ServiceError(f"--uri {uri!r}: {host} is reachable from other hosts and Wyoming has no "
+                               "authentication; bind 127.0.0.1 or pass --allow-remote")
+        return Address("tcp", host=host, port=port)
+    raise ServiceError(f"--uri {uri!r}: use unix:///PATH, tcp://HOST:PORT or stdio://")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def info_event(classifier: Classifier, run: RunOptions, endpoint: EndpointOptions, limits: Limits) -> Event:
+    """The answer to `describe`: Wyoming's info (no ASR, TTS ... programs) plus an `emotion` program that says
+    what this server classifies and how."""
+    manifest = classifier.manifest
+    data = Info().event().data
+    data["emotion"] = [{
+        "name": "edge-ser",
+        "description": "speech emotion recognition with early exits",
+        "version": __version__,
+        "installed": True,
+        "attribution": {"name": "edge-ser", "url": ""},
+        "models": [{
+            "name": manifest.name,
+            "description": manifest.description,
+            "labels": list(manifest.labels),
+            "exits": [e.layer for e in manifest.exits],
+            "precision": classifier.engine.precision,
+            "sample_rate": manifest.sample_rate,
+            "streams_encoder": manifest.streams_exactly(classifier.engine.precision),
+        }],
+        "modes": ["listen", "push-to-talk", "clip"],
+        "run": run.as_kwargs(),
+        "endpoint": {"min_speech_ms": endpoint.min_speech_ms, "min_silence_ms": endpoint.min_silence_ms,
+                     "max_utterance_s": endpoint.max_utterance_s},
+        "limits": {"payload_bytes": limits.payload_bytes, "clip_seconds": limits.clip_seconds,
+                   "idle_seconds": limits.idle_seconds},
+    }]
+    return Event(type="info", data=data)
+
+
+class FairScheduler:
+    """Runs jobs one at a time on one worker thread; each key's jobs in order, keys in turn (round robin)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[object, deque] = {}
+        self._turns: deque = deque()  # keys with jobs waiting, in the order they get their next turn
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-ser-model")
+
+    def submit(self, key: object, job: Callable[[], list[Event]]) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        queue = self._queues.setdefault(key, deque())
+        if not queue:
+            self._turns.append(key)
+        queue.append((job, future))
+        self._wake.set()
+        return future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            if not self._turns:
+                self._wake.clear()
+                continue
+            key = self._turns.popleft()
+            queue = self._queues[key]
+            job, future = queue.popleft()
+            if queue:
+                self._turns.append(key)
+            else:
+                del self._queues[key]
+            try:
+                events = await loop.run_in_executor(self._executor, job)
+            except Exception as err:  # a bug in a job must not stop the service: its client hears of it
+                log.exception("a job failed")
+                events = [error(f"internal error: {type(err).__name__}: {err}", "internal")]
+            if not future.cancelled():
+                future.set_result(events)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class Connection:
+    """One client: reads events, hands jobs to the scheduler, writes replies and results in order."""
+
+    def __init__(self, service: Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str):
+        self.service, self.reader, self.writer, self.name = service, reader, writer, name
+        self.session = Session(service.classifier, service.run, service.endpoint, service.limits, service.info)
+        self.outbox: asyncio.Queue = asyncio.Queue()  # lists of events, or futures of them, in order; None ends
+        self.pending = 0  # bytes of audio in jobs not yet done
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._send())
+        try:
+            if await self._read():
+                self.take(self.session.finish())  # the server is stopping: end the open request as audio-stop would
+        finally:
+            self.outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sender, self.service.limits.idle_seconds)
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+            log.info("%s: closed", self.name)
+
+    async def _read(self) -> bool:
+        """Read events until the client leaves or breaks the protocol (False), or the server stops (True)."""
+        limits, stopping = self.service.limits, self.service.stopping
+        while True:
+            await self._wait_for_room()
+            if stopping.is_set():
+                return True
+            reading = asyncio.ensure_future(read_event(self.reader, limits))
+            stop = asyncio.ensure_future(stopping.wait())
+            done, _ = await asyncio.wait({reading, stop}, timeout=limits.idle_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if reading not in done:
+                reading.cancel()
+                if stopping.is_set():
+                    return True
+                self.take(Step(reply=[error(f"no event for {limits.idle_seconds:g} s; closing", "timeout")]))
+                return False
+            try:
+                event = reading.result()
+            except ProtocolError as err:
+                self.take(Step(reply=[error(f"{err}; closing", err.code)]))
+                return False
+            except (ConnectionError, OSError):
+                return False
+            if event is None:
+                return False
+            step = self.session.on_event(event)
+            self.take(step)
+            if step.close:
+                return False
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: while this client's audio waits for the model, do not read more of it."""
+        if self.room.is_set():
+            return
+        stop = asyncio.ensure_future(self.service.stopping.wait())
+        room = asyncio.ensure_future(self.room.wait())
+        await asyncio.wait({stop, room}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        room.cancel()
+
+    def take(self, step: Step) -> None:
+        if step.reply:
+            self.outbox.put_nowait(step.reply)
+        if step.job is not None:
+            self.pending += step.cost
+            if self.pending >= self.service.limits.pending_bytes:
+                self.room.clear()
+            future = self.service.scheduler.submit(self, step.job)
+            future.add_done_callback(lambda _: self._done(step.cost))
+            self.outbox.put_nowait(future)
+
+    def _done(self, cost: int) -> None:
+        self.pending -= cost
+        if self.pending < self.service.limits.pending_bytes:
+            self.room.set()
+
+    async def _send(self) -> None:
+        while (item := await self.outbox.get()) is not None:
+            events = await item if isinstance(item, asyncio.Future) else item
+            if self.writer.is_closing():
+                continue
+            for event in events:
+                self.writer.write(encode_event(event))
+            if self.writer.transport.get_write_buffer_size() > self.service.limits.unsent_bytes:
+                log.warning("%s: does not read its results; closing", self.name)
+                self.writer.transport.abort()
+                continue
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.writer.drain()
+
+
+class Service:
+    """The long-running server: one Classifier, one scheduler, connections up to Limits.clients."""
+
+    def __init__(self, classifier: Classifier, run: RunOptions = RunOptions(),
+                 endpoint: EndpointOptions | None = None, limits: Limits = Limits()):
+        self.classifier, self.run, self.limits = classifier, run, limits
+        self.endpoint = endpoint or EndpointOptions()
+        classifier.plan(1.0, **{k: v for k, v in run.as_kwargs().items() if k != "strict"})  # a bad exit fails here
+        self.info = info_event(classifier, run, self.endpoint, limits)
+        self.connections: set[Connection] = set()
+        self.stopping = asyncio.Event()
+        self.scheduler: FairScheduler | None = None
+        self.bound: Address | None = None  # where it listens, once it does (a tcp port 0 resolved)
+        self._count = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._count += 1
+        name = f"client {self._count}"
+        if len(self.connections) >= self.limits.clients or self.stopping.is_set():
+            why = "the server is stopping" if self.stopping.is_set() else \
+                f"this server serves at most {self.limits.clients} clients at once"
+            log.warning("%s: refused (%s)", name, why)
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode_event(error(f"{why}; try again later", "busy")))
+                await writer.drain()
+            writer.close()
+            return
+        connection = Connection(self, reader, writer, name)
+        self.connections.add(connection)
+        log.info("%s: connected", name)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+
+    async def serve(self, address: Address, ready: Callable[[], None] | None = None) -> None:
+        """Serve until stop() (or SIGTERM/SIGINT when run by run_service); returns once every client is closed."""
+        self.scheduler = FairScheduler()
+        worker = asyncio.create_task(self.scheduler.run())
+        server = None
+        try:
+            if address.scheme == "stdio":
+                reader, writer = await _stdio_streams(self.limits)
+                if ready:
+                    ready()
+                await self._client(reader, writer)
+                return
+            server = await self._listen(address)
+            if address.scheme == "tcp":  # port 0: the one the system chose
+                address = Address("tcp", host=address.host, port=server.sockets[0].getsockname()[1])
+            self.bound = address
+            log.info("serving %s on %s", self.classifier.manifest.name, _describe(address))
+            if ready:
+                ready()
+            await self.stopping.wait()
+            server.close()
+            while self.connections:
+                await asyncio.sleep(0.01)
+        finally:
+            if server is not None:
+                server.close()
+                if address.scheme == "unix":
+                    with contextlib.suppress(OSError):
+                        address.path.unlink()
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            self.scheduler.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _listen(self, address: Address) -> asyncio.AbstractServer:
+        limit = self.limits.header_bytes + 1
+        if address.scheme == "tcp":
+            try:
+                return await asyncio.start_server(self._client, address.host, address.port, limit=limit)
+            except OSError as err:
+                raise ServiceError(f"cannot listen on tcp://{address.host}:{address.port}: {err.strerror}") from None
+        path = address.path
+        _clear_stale_socket(path)
+        old = os.umask(0o777 & ~SOCKET_MODE)  # the socket is born owner-and-group only: no moment open to all
+        try:
+            return await asyncio.start_unix_server(self._client, str(path), limit=limit)
+        except OSError as err:
+            raise ServiceError(f"cannot listen on unix://{path}: {err.strerror}") from None
+        finally:
+            os.umask(old)
+
+
+def _describe(address: Address) -> str:
+    return f"unix://{address.path}" if address.scheme == "unix" else f"tcp://{address.host}:{address.port}"
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a server that died; refuse a live one, or a path that is not a socket."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ServiceError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody answers: a stale socket
+        return
+    finally:
+        probe.close()
+    raise ServiceError(f"{path}: another server is listening there")
+
+
+async def _stdio_streams(limits: Limits) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limits.header_bytes + 1)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+    return reader, asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def run_service(service: Service, address: Address) -> int:
+    """Serve until SIGTERM or Ctrl-C, then finish every client's request and return 0."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) != signal.SIG_IGN:  # an inherited ignore stays (a daemon's convention)
+                loop.add_signal_handler(signum, service.stop)
+        await service.serve(address, ready=lambda: print(f"edge-ser: ready on {_ready_uri(service.bound or address)}",
+                                                         file=sys.stderr, flush=True))
+
+    asyncio.run(main())
+    log.info("stopped")
+    return 0
+
+
+def _ready_uri(address: Address) -> str:
+    return "stdio://" if address.scheme == "stdio" else _describe(address)
