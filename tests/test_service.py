@@ -139,6 +139,14 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tcp_server():
+    process, uri = start_server("--uri", "tcp://127.0.0.1:0")
+    yield uri
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def classifier():
     from edge_ser import Classifier
 
@@ -486,9 +494,11 @@ def c_listen(tmp_path_factory) -> Path:
     return build / "c" / "build" / "listen"
 
 
-def test_the_c_client_prints_what_listen_prints_for_the_same_bytes(server, c_listen):
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_the_c_client_prints_what_listen_prints_for_the_same_bytes(server, tcp_server, c_listen, transport):
     raw = pcm(speech_scene((0, 1, 0)))
-    c = subprocess.run([str(c_listen), "--uri", f"unix://{server}"], input=raw, capture_output=True, timeout=120)
+    uri = f"unix://{server}" if transport == "unix" else tcp_server
+    c = subprocess.run([str(c_listen), "--uri", uri], input=raw, capture_output=True, timeout=120)
     assert c.returncode == 0, c.stderr
     py = subprocess.run([sys.executable, "-m", "edge_ser.cli", "listen", "-", "--json"], input=raw,
                         capture_output=True, timeout=120)
@@ -500,9 +510,40 @@ def test_the_c_client_prints_what_listen_prints_for_the_same_bytes(server, c_lis
         [(r["label"], r["start"], r["end"], r["exit_layer"]) for r in local]
 
 
+def test_the_c_client_marks_push_to_talk_and_reports_refusals(server, c_listen):
+    raw = pcm(speech_scene((0,))) + b"\x01"  # ends mid-sample
+    c = subprocess.run([str(c_listen), "--uri", f"unix://{server}", "--mode", "push-to-talk"], input=raw,
+                       capture_output=True, timeout=120)
+    assert c.returncode == 1 and "mid-sample" in c.stderr.decode()
+    results = [json.loads(line) for line in c.stdout.decode().splitlines()]
+    assert len(results) == 1 and results[0]["ended_by"] == "marked" and results[0]["start"] == 0.0
+    silent = subprocess.run([str(c_listen), "--uri", f"unix://{server}", "--mode", "clip"], input=b"\0\0" * 100,
+                            capture_output=True, timeout=120)  # 6 ms: shorter than the model's shortest input
+    assert silent.returncode == 1 and "refused" in silent.stderr.decode() and silent.stdout == b""
+
+
 def test_the_c_client_says_what_went_wrong_in_one_line(c_listen, tmp_path):
     r = subprocess.run([str(c_listen), "--uri", f"unix://{tmp_path}/nobody.sock"], input=b"", capture_output=True,
                        timeout=30)
     assert r.returncode != 0 and r.stderr.decode().count("\n") == 1 and "nobody.sock" in r.stderr.decode()
     r = subprocess.run([str(c_listen), "--uri", "http://x"], input=b"", capture_output=True, timeout=30)
     assert r.returncode == 2 and "unix://" in r.stderr.decode()
+
+
+def test_the_systemd_unit_runs_serve_with_flags_it_has_and_sandboxes_it():
+    import configparser
+    import shlex
+
+    from edge_ser.cli import build_parser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(Path(__file__).resolve().parent.parent / "deploy" / "edge-ser.service")
+    service = unit["Service"]
+    command = shlex.split(service["ExecStart"])
+    assert command[0].endswith("/edge-ser") and command[1] == "serve"
+    args = build_parser().parse_args(command[1:])  # every flag in the unit exists
+    assert args.uri.startswith("unix:///run/edge-ser/")
+    assert service["Restart"] == "on-failure" and service["RuntimeDirectory"] == "edge-ser"
+    assert service["DynamicUser"] == "yes" and service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["PrivateTmp"] == "yes"

@@ -34,7 +34,7 @@ from wyoming.info import Info
 
 from .. import __version__
 from ..classifier import Classifier
-from ..endpoint import EndpointOptions
+from ..endpoint import DEFAULT_ENDPOINT, EndpointOptions
 from ..errors import EdgeSerError
 from ..options import RunOptions
 from .protocol import Limits, ProtocolError, encode_event, read_event
@@ -265,10 +265,12 @@ class Connection:
 class Service:
     """The long-running server: one Classifier, one scheduler, connections up to Limits.clients."""
 
-    def __init__(self, classifier: Classifier, run: RunOptions = RunOptions(),
-                 endpoint: EndpointOptions | None = None, limits: Limits = Limits()):
-        self.classifier, self.run, self.limits = classifier, run, limits
-        self.endpoint = endpoint or EndpointOptions()
+    def __init__(self, classifier: Classifier, run: RunOptions | None = None,
+                 endpoint: EndpointOptions | None = None, limits: Limits | None = None):
+        self.classifier = classifier
+        self.run, self.limits = run or RunOptions(), limits or Limits()
+        self.endpoint = endpoint or DEFAULT_ENDPOINT
+        run, limits = self.run, self.limits
         classifier.plan(1.0, **{k: v for k, v in run.as_kwargs().items() if k != "strict"})  # a bad exit fails here
         self.info = info_event(classifier, run, self.endpoint, limits)
         self.connections: set[Connection] = set()
