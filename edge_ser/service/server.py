@@ -191,44 +191,41 @@ class Connection:
 
     async def _read(self) -> bool:
         """Read events until the client leaves or breaks the protocol (False), or the server stops (True)."""
-        limits, stopping = self.service.limits, self.service.stopping
-        while True:
-            await self._wait_for_room()
-            if stopping.is_set():
-                return True
-            reading = asyncio.ensure_future(read_event(self.reader, limits))
-            stop = asyncio.ensure_future(stopping.wait())
-            done, _ = await asyncio.wait({reading, stop}, timeout=limits.idle_seconds,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if reading not in done:
-                reading.cancel()
-                if stopping.is_set():
+        limits = self.service.limits
+        stop = asyncio.ensure_future(self.service.stopping.wait())
+        try:
+            while True:
+                await self._wait_for_room(stop)
+                if stop.done():
                     return True
-                self.take(Step(reply=[error(f"no event for {limits.idle_seconds:g} s; closing", "timeout")]))
-                return False
-            try:
-                event = reading.result()
-            except ProtocolError as err:
-                self.take(Step(reply=[error(f"{err}; closing", err.code)]))
-                return False
-            except (ConnectionError, OSError):
-                return False
-            if event is None:
-                return False
-            step = self.session.on_event(event)
-            self.take(step)
-            if step.close:
-                return False
+                reading = asyncio.ensure_future(read_event(self.reader, limits))
+                done, _ = await asyncio.wait({reading, stop}, timeout=limits.idle_seconds,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reading not in done:
+                    reading.cancel()
+                    if stop.done():
+                        return True
+                    self.take(Step(reply=[error(f"no event for {limits.idle_seconds:g} s; closing", "timeout")]))
+                    return False
+                try:
+                    event = reading.result()
+                except ProtocolError as err:
+                    self.take(Step(reply=[error(f"{err}; closing", err.code)]))
+                    return False
+                except (ConnectionError, OSError):
+                    return False
+                if event is None:
+                    return False
+                self.take(self.session.on_event(event))
+        finally:
+            stop.cancel()
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, stop: asyncio.Future) -> None:
         """Backpressure: while this client's audio waits for the model, do not read more of it."""
         if self.room.is_set():
             return
-        stop = asyncio.ensure_future(self.service.stopping.wait())
         room = asyncio.ensure_future(self.room.wait())
         await asyncio.wait({stop, room}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
         room.cancel()
 
     def take(self, step: Step) -> None:

@@ -41,12 +41,11 @@ DONE_EVENT = "emotion-stop"  # after audio-stop, once everything of the request 
 @dataclass
 class Step:
     """What the server does with one event: send `reply` now (in order after earlier steps' output), run `job`
-    off the event loop and send the events it returns, hold `cost` bytes of audio meanwhile, close after."""
+    off the event loop and send the events it returns, counting `cost` bytes of audio as held meanwhile."""
 
     reply: list[Event] = field(default_factory=list)
     job: Callable[[], list[Event]] | None = None
     cost: int = 0
-    close: bool = False
 
 
 def error(text: str, code: str) -> Event:
