@@ -415,9 +415,45 @@ def test_clients_take_turns_a_flood_from_one_delays_another_by_one_job_at_most()
     assert [r for r in ran if r.startswith("flood")] == [f"flood{i}" for i in range(6)]  # one client's in order
 
 
+class InProcess:
+    """A Service on a unix socket in a thread of this process (to hold its model still, or set its limits)."""
+
+    def __init__(self, classifier, path: Path, limits: Limits):
+        from edge_ser.service import Service
+        from edge_ser.service.server import Address
+
+        self.service = Service(classifier, limits=limits)
+        self.loop = asyncio.new_event_loop()
+        serving = self.service.serve(Address("unix", path=path))
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serving,))
+        self.thread.start()
+        while not path.exists():
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.service.stop)
+        self.thread.join(30)
+
+
+def flood(sock: socket.socket, message: bytes, most: int) -> int:
+    """Write `message` over and over without reading, until the peer has taken nothing for a second, has closed,
+    or `most` bytes are written; the bytes written (whole messages and a part)."""
+    sock.setblocking(False)
+    written, stalled_since = 0, time.monotonic()
+    while time.monotonic() - stalled_since < 1.0 and written < most:
+        offset = written % len(message)
+        try:
+            written += sock.send(message[offset:])
+            stalled_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    sock.setblocking(True)
+    return written
+
+
 def test_a_client_faster_than_the_model_is_slowed_not_buffered(tmp_path, classifier, monkeypatch):
-    from edge_ser.service import Service
-    from edge_ser.service.server import Address
     from edge_ser.service.session import Session
 
     gate = threading.Event()
@@ -430,43 +466,71 @@ def test_a_client_faster_than_the_model_is_slowed_not_buffered(tmp_path, classif
         return original(self, samples, end)
 
     monkeypatch.setattr(Session, "_accept", slow_accept)
-    limits = Limits(pending_bytes=64 * 1024)
-    service = Service(classifier, limits=limits)
-    path = tmp_path / "s.sock"
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(service.serve(Address("unix", path=path)),))
-    thread.start()
-    while not path.exists():
-        time.sleep(0.01)
-    client = Client(str(path))
+    server = InProcess(classifier, tmp_path / "s.sock", Limits(pending_bytes=64 * 1024))
+    client = Client(str(tmp_path / "s.sock"))
     fmt = {"rate": 16000, "width": 2, "channels": 1}
     client.send("audio-start", fmt)
     chunk = encode_event(Event("audio-chunk", fmt, pcm(np.zeros(16000, np.float32))))  # 32 kB: 1 s of audio
-    client.sock.setblocking(False)
-    offered = written = 0
-    stalled_since = time.monotonic()
-    while time.monotonic() - stalled_since < 1.0 and offered < 400 * len(chunk):
-        try:
-            sent = client.sock.send(chunk[written % len(chunk) :] if written % len(chunk) else chunk)
-            written += sent
-            offered = max(offered, written)
-            stalled_since = time.monotonic()
-        except BlockingIOError:
-            time.sleep(0.01)
     try:
-        assert written < 400 * len(chunk) / 4, f"the server read {written} bytes while the model held still"
+        written = flood(client.sock, chunk, 400 * len(chunk))
+        assert written < 100 * len(chunk), f"the server read {written} bytes while the model held still"
         gate.set()
-        client.sock.setblocking(True)
-        rest = len(chunk) - written % len(chunk) if written % len(chunk) else 0
-        client.sock.sendall(chunk[len(chunk) - rest :] if rest else b"")
+        rest = (-written) % len(chunk)
+        client.sock.sendall(chunk[len(chunk) - rest :])
         client.send("audio-stop")
         events = client.until_done()
         assert events[-1].type == "emotion-stop"
         assert sum(accepted) == 16000 * (written + rest) // len(chunk)  # nothing lost
     finally:
         gate.set()
-        loop.call_soon_threadsafe(service.stop)
-        thread.join(30)
+        server.stop()
+
+
+def test_a_flood_of_small_events_behind_a_busy_model_is_bounded_and_a_non_reader_closed(tmp_path, classifier,
+                                                                                      monkeypatch):
+    from edge_ser.service.session import Session
+
+    gate = threading.Event()
+    original = Session._accept
+    monkeypatch.setattr(Session, "_accept", lambda self, samples, end=False: gate.wait(30) and original(self, samples, end))
+    server = InProcess(classifier, tmp_path / "s.sock", Limits(pending_bytes=64 * 1024, idle_seconds=1.0))
+    client = Client(str(tmp_path / "s.sock"))
+    try:
+        fmt = {"rate": 16000, "width": 2, "channels": 1}
+        client.send("audio-start", fmt)
+        client.send("audio-chunk", fmt, pcm(np.zeros(320, np.float32)))  # the model holds this one still
+        describe = encode_event(Event("describe")) * 100
+        written = flood(client.sock, describe, 20 << 20)  # each answer is ~1 kB: 20 MB asks for 500 MB of replies
+        assert written < 4 << 20, f"the server read {written} bytes of requests while the model held still"
+        gate.set()  # now the answers flow, and the client reads none of them: it is closed
+        began = time.monotonic()
+        with pytest.raises((ConnectionError, AssertionError, json.JSONDecodeError)):
+            while True:  # what it had sent, then the end
+                assert client.receive() is not None
+        assert time.monotonic() - began < 10
+        assert served(str(tmp_path / "s.sock"))
+    finally:
+        gate.set()
+        server.stop()
+
+
+def test_a_clip_at_a_high_rate_is_held_at_the_models_rate(classifier):
+    from edge_ser.options import RunOptions
+    from edge_ser.endpoint import DEFAULT_ENDPOINT
+    from edge_ser.service.session import Session
+
+    session = Session(classifier, RunOptions(), DEFAULT_ENDPOINT, Limits(), Event("info"))
+    session.on_event(Event("classify", {"mode": "clip"}))
+    fmt = {"rate": 96000, "width": 2, "channels": 2}
+    session.on_event(Event("audio-start", fmt))
+    tone = np.sin(2 * np.pi * 220 * np.arange(96000) / 96000).astype(np.float32) * 0.3
+    session.on_event(Event("audio-chunk", fmt, pcm(np.repeat(tone, 2))))  # 1 s of stereo at 96 kHz
+    held = sum(c.size for c in session.clip)
+    assert 15000 <= held <= 16000  # 16 kHz (soxr holds back its filter's delay until the end)
+    step = session.on_event(Event("audio-stop"))
+    [result, done] = step.job()
+    assert result.type == "emotion" and result.data["seconds"] == pytest.approx(1.0, abs=1e-3)
+    assert done.type == "emotion-stop"
 
 
 # ---- the C client ------------------------------------------------------------------------------------

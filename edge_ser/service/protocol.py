@@ -38,12 +38,12 @@ class Limits:
     header_bytes: int = 16_384  # one JSON header line (a Wyoming header is a few hundred bytes)
     data_bytes: int = 65_536  # the JSON data block after a header
     payload_bytes: int = 1_048_576  # one payload (an audio chunk: 1 MiB is 16 s of 16 kHz 32-bit stereo)
-    pending_bytes: int = 524_288  # audio received but not yet classified; past it the client is not read
-    # (backpressure: the socket fills and the client's writes wait)
+    pending_bytes: int = 524_288  # audio not yet classified and replies not yet sent; past it the client is not
+    # read (backpressure: the socket fills and the client's writes wait)
     clip_seconds: float = 120.0  # a whole-clip request holds its samples until audio-stop
     idle_seconds: float = 30.0  # a client that sends nothing for this long is closed (a stream in progress too)
     clients: int = 16  # connections served at once; one more gets an error event and is closed
-    unsent_bytes: int = 1_048_576  # results the client has not read; past it the client is closed
+    unsent_bytes: int = 1_048_576  # results the client has not read; past it (or idle_seconds) it is closed
 
     def __post_init__(self) -> None:
         for name, high in (("header_bytes", 1 << 20), ("data_bytes", 16 << 20), ("payload_bytes", 64 << 20),
@@ -117,7 +117,7 @@ async def read_event(reader: asyncio.StreamReader, limits: Limits) -> Event | No
 def encode_event(event: Event) -> bytes:
     """An event as Wyoming frames it: header line, data block, payload."""
     header: dict = {"type": event.type, "version": PROTOCOL_VERSION}
-    data = json.dumps(event.data, ensure_ascii=False, allow_nan=False).encode() if event.data else b""
+    data = json.dumps(event.data, allow_nan=False).encode() if event.data else b""  # as `listen --json` prints
     if data:
         header["data_length"] = len(data)
     if event.payload:

@@ -5,8 +5,9 @@ onnxruntime thread pool and sessions opened once. The event loop only reads, che
 runs on one worker thread (onnxruntime's pool already uses every core for one run), fed by a round-robin
 scheduler: each client's jobs run in the order they came, and clients take turns, so a client that sends
 faster than real time delays another's utterance by at most one of its jobs. A client whose unclassified
-audio passes Limits.pending_bytes is not read until the worker catches up: its socket fills and its writes
-wait (backpressure), instead of the server buffering without end.
+audio and unsent replies pass Limits.pending_bytes is not read until they are done: its socket fills and its
+writes wait (backpressure), instead of the server buffering without end; one that does not read its replies
+for Limits.idle_seconds is closed.
 
 SIGTERM and Ctrl-C stop accepting, end every open request as if its client had sent audio-stop (the
 utterance in progress is classified and sent, then emotion-stop), close the connections and return.
@@ -42,6 +43,7 @@ from .session import Session, Step, error
 
 log = logging.getLogger("edge_ser.service")
 SOCKET_MODE = 0o660  # owner and group: add the apps' users to the service's group
+STEP_BYTES = 1024  # what one queued step counts for in Limits.pending_bytes besides its audio (its objects)
 
 
 class ServiceError(EdgeSerError, ValueError):
@@ -170,8 +172,8 @@ class Connection:
     def __init__(self, service: Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str):
         self.service, self.reader, self.writer, self.name = service, reader, writer, name
         self.session = Session(service.classifier, service.run, service.endpoint, service.limits, service.info)
-        self.outbox: asyncio.Queue = asyncio.Queue()  # lists of events, or futures of them, in order; None ends
-        self.pending = 0  # bytes of audio in jobs not yet done
+        self.outbox: asyncio.Queue = asyncio.Queue()  # (events or a job's future of them, cost), in order; None ends
+        self.pending = 0  # the cost of steps whose output is not yet written (Connection.take)
         self.room = asyncio.Event()
         self.room.set()
 
@@ -229,34 +231,40 @@ class Connection:
         room.cancel()
 
     def take(self, step: Step) -> None:
-        if step.reply:
-            self.outbox.put_nowait(step.reply)
+        """Queue a step's reply and job, in order. Its cost (audio bytes, plus STEP_BYTES for the step itself, so
+        that a flood of tiny events is bounded too) counts as held until its output has been written."""
+        cost = step.cost + STEP_BYTES
+        self.pending += cost
+        if self.pending >= self.service.limits.pending_bytes:
+            self.room.clear()
+        output: list[Event] | asyncio.Future = step.reply
         if step.job is not None:
-            self.pending += step.cost
-            if self.pending >= self.service.limits.pending_bytes:
-                self.room.clear()
             future = self.service.scheduler.submit(self, step.job)
-            future.add_done_callback(lambda _: self._done(step.cost))
-            self.outbox.put_nowait(future)
-
-    def _done(self, cost: int) -> None:
-        self.pending -= cost
-        if self.pending < self.service.limits.pending_bytes:
-            self.room.set()
+            if step.reply:
+                self.outbox.put_nowait((step.reply, 0))
+            output = future
+        self.outbox.put_nowait((output, cost))
 
     async def _send(self) -> None:
+        limits = self.service.limits
         while (item := await self.outbox.get()) is not None:
-            events = await item if isinstance(item, asyncio.Future) else item
-            if self.writer.is_closing():
-                continue
-            for event in events:
-                self.writer.write(encode_event(event))
-            if self.writer.transport.get_write_buffer_size() > self.service.limits.unsent_bytes:
-                log.warning("%s: does not read its results; closing", self.name)
-                self.writer.transport.abort()
-                continue
-            with contextlib.suppress(ConnectionError, OSError):
-                await self.writer.drain()
+            output, cost = item
+            events = await output if isinstance(output, asyncio.Future) else output
+            if not self.writer.is_closing():
+                for event in events:
+                    self.writer.write(encode_event(event))
+                try:
+                    if self.writer.transport.get_write_buffer_size() > limits.unsent_bytes:
+                        raise TimeoutError
+                    await asyncio.wait_for(self.writer.drain(), limits.idle_seconds)
+                except (TimeoutError, asyncio.TimeoutError):
+                    log.warning("%s: does not read its results; closing", self.name)
+                    self.writer.transport.abort()
+                except (ConnectionError, OSError):
+                    pass
+            self.pending -= cost
+            if self.pending < limits.pending_bytes:
+                self.room.set()
 
 
 class Service:

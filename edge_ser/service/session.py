@@ -97,9 +97,10 @@ class Session:
         self.mode = "listen"  # of the next request
         self.format: AudioFormat | None = None  # set between audio-start and audio-stop
         self.stream: Stream | None = None  # made by the audio-start job, used by later jobs (in order)
-        self.clip: list[np.ndarray] = []
-        self.clip_samples = 0
+        self.clip: list[np.ndarray] = []  # a clip request's audio so far, at the model's rate
+        self.clip_samples = 0  # ... and its length at the client's rate (what the limit counts)
         self.clip_refused = False
+        self.clip_resampler = None  # soxr's streaming resampler, when the client's rate is not the model's
 
     # ---- on the event loop ------------------------------------------------------------------
 
@@ -137,7 +138,12 @@ class Session:
             raise ProtocolError("audio-start inside a request: send audio-stop first", "unexpected-event")
         self.format = AudioFormat.from_data(event.data, "audio-start")
         if self.mode == "clip":
-            self.clip, self.clip_samples, self.clip_refused = [], 0, False
+            self.clip, self.clip_samples, self.clip_refused, self.clip_resampler = [], 0, False, None
+            model_rate = self.classifier.manifest.sample_rate
+            if self.format.rate != model_rate:  # held at the model's rate: a 768 kHz clip holds no more than 16 kHz
+                import soxr
+
+                self.clip_resampler = soxr.ResampleStream(self.format.rate, model_rate, 1, dtype="float32")
             return Step()
         endpoint = self.endpoint if self.mode == "listen" else None
         rate = self.format.rate
@@ -174,7 +180,7 @@ class Session:
             self.clip, self.clip_refused = [], True
             return Step(reply=[error(f"the clip is longer than this server's limit of {self.limits.clip_seconds:g} s; "
                                      "it was dropped (use mode listen or push-to-talk for long audio)", "too-large")])
-        self.clip.append(samples)
+        self.clip.append(self.clip_resampler.resample_chunk(samples) if self.clip_resampler else samples)
         self.clip_samples += samples.size
         return Step()
 
@@ -196,14 +202,15 @@ class Session:
         done = Event(type=DONE_EVENT)
         if self.format is None:
             return Step()
-        rate, self.format = self.format.rate, None
+        self.format = None
         if self.mode == "clip":
-            clip, refused = self.clip, self.clip_refused
-            self.clip, self.clip_samples = [], 0
+            clip, refused, resampler = self.clip, self.clip_refused, self.clip_resampler
+            self.clip, self.clip_samples, self.clip_resampler = [], 0, None
             if refused:
                 return Step(reply=[done])
-            return Step(job=lambda: self._classify_clip(clip, rate) + [done],
-                        cost=sum(c.nbytes for c in clip))
+            if resampler is not None:
+                clip.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            return Step(job=lambda: self._classify_clip(clip) + [done], cost=sum(c.nbytes for c in clip))
         return Step(job=lambda: self._flush() + [done])
 
     # ---- jobs: off the event loop, one session's in order --------------------------------------
@@ -234,8 +241,9 @@ class Session:
                  for kind, at in self.stream.take_voice_events()]
         return voice + [result_event(r) for r in results] + problem
 
-    def _classify_clip(self, clip: list[np.ndarray], rate: int) -> list[Event]:
+    def _classify_clip(self, clip: list[np.ndarray]) -> list[Event]:
         samples = np.concatenate(clip) if clip else np.zeros(0, np.float32)
+        rate = self.classifier.manifest.sample_rate
         try:
             return [result_event(self.classifier.classify(samples, rate, **self.run.as_kwargs()))]
         except BudgetError as err:
