@@ -514,6 +514,21 @@ def test_a_flood_of_small_events_behind_a_busy_model_is_bounded_and_a_non_reader
         server.stop()
 
 
+def test_a_client_waiting_for_a_slow_answer_is_not_idle(tmp_path, classifier, monkeypatch):
+    original = classifier.classify
+    monkeypatch.setattr(classifier, "classify", lambda *a, **k: time.sleep(1.5) or original(*a, **k))
+    server = InProcess(classifier, tmp_path / "s.sock", Limits(idle_seconds=0.5))
+    try:
+        client = Client(str(tmp_path / "s.sock"))
+        events = client.stream(speech_scene((0,)), 16000, chunk_s=1.0, mode="clip")
+        assert [e.type for e in events] == ["emotion", "emotion-stop"]  # 1.5 s of work, though idle after 0.5 s
+        began = time.monotonic()
+        assert client.receive().data["code"] == "timeout"  # nothing pending and nothing sent: idle
+        assert 0.4 < time.monotonic() - began < 5
+    finally:
+        server.stop()
+
+
 def test_a_clip_at_a_high_rate_is_held_at_the_models_rate(classifier):
     from edge_ser.options import RunOptions
     from edge_ser.endpoint import DEFAULT_ENDPOINT

@@ -192,21 +192,27 @@ class Connection:
             log.info("%s: closed", self.name)
 
     async def _read(self) -> bool:
-        """Read events until the client leaves or breaks the protocol (False), or the server stops (True)."""
+        """Read events until the client leaves or breaks the protocol (False), or the server stops (True).
+
+        A client is idle, and closed, when no whole event has come for Limits.idle_seconds while it has nothing
+        pending: one waiting for a long clip's answer is not idle. An event half read stays half read while the
+        timer restarts (cancelling it would lose the part already taken from the socket)."""
         limits = self.service.limits
         stop = asyncio.ensure_future(self.service.stopping.wait())
+        reading: asyncio.Future | None = None
         try:
             while True:
                 await self._wait_for_room(stop)
                 if stop.done():
                     return True
-                reading = asyncio.ensure_future(read_event(self.reader, limits))
+                reading = reading or asyncio.ensure_future(read_event(self.reader, limits))
                 done, _ = await asyncio.wait({reading, stop}, timeout=limits.idle_seconds,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reading not in done:
-                    reading.cancel()
                     if stop.done():
                         return True
+                    if self.pending:
+                        continue  # its answers are still being worked out or written: not idle
                     self.take(Step(reply=[error(f"no event for {limits.idle_seconds:g} s; closing", "timeout")]))
                     return False
                 try:
@@ -216,11 +222,14 @@ class Connection:
                     return False
                 except (ConnectionError, OSError):
                     return False
+                reading = None
                 if event is None:
                     return False
                 self.take(self.session.on_event(event))
         finally:
             stop.cancel()
+            if reading is not None:
+                reading.cancel()
 
     async def _wait_for_room(self, stop: asyncio.Future) -> None:
         """Backpressure: while this client's audio waits for the model, do not read more of it."""
