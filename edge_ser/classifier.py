@@ -361,7 +361,7 @@ class Classifier:
     ) -> Stream:
         """A live stream at `sample_rate` (see edge_ser.stream): accept(chunk) -> results of utterances that ended.
 
-        endpoint: the energy endpointer's settings, or None when the app marks every utterance's end itself.
+        endpoint: the endpointer's settings (its detector among them), or None when the app marks every end itself.
         incremental: run the encoder as audio arrives; default: where the manifest says it streams exactly.
         """
         return Stream(self, sample_rate, budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict,

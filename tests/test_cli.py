@@ -124,8 +124,9 @@ def scene_pcm():
 
 
 def listen(*args, data: bytes = b""):
-    return subprocess.run([sys.executable, "-c", TORCH_FREE, "listen", *map(str, args)], input=data,
-                          capture_output=True, timeout=120)
+    """`edge-ser listen ARGS` with the energy detector, the rule the made speech-like scenes are built for."""
+    return subprocess.run([sys.executable, "-c", TORCH_FREE, "listen", *map(str, args), "--vad", "energy"],
+                          input=data, capture_output=True, timeout=120)
 
 
 def test_listen_reads_pcm_from_stdin_and_writes_json_lines(stream_export, scene_pcm):
@@ -187,7 +188,8 @@ def test_listen_flushes_the_utterance_in_progress_on_interrupt(stream_export, sc
     speech = np.round(signal[: int(1.5 * 16000)] * 32767).astype("<i2").tobytes()  # still speaking at the end
     for sig in (signals.SIGINT, signals.SIGTERM):
         # a shell's background job inherits SIGINT ignored, and Python then leaves it ignored: as from a terminal
-        proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE, "listen", "-", "--model", str(stream_export),
+        proc = subprocess.Popen([sys.executable, "-c", TORCH_FREE, "listen", "-", "--vad", "energy", "--model",
+                                 str(stream_export),
                                  "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 preexec_fn=lambda: signals.signal(signals.SIGINT, signals.SIG_DFL))
         proc.stdin.write(speech)
@@ -203,7 +205,7 @@ def test_listen_flushes_the_utterance_in_progress_on_interrupt(stream_export, sc
 def test_listen_stops_quietly_when_its_reader_leaves(stream_export, scene_pcm, tmp_path):
     raw = tmp_path / "scene.raw"
     raw.write_bytes(scene_pcm[1] * 3)
-    command = f"{sys.executable} -m edge_ser.cli listen - --model {stream_export} < {raw} | head -n 1"
+    command = f"{sys.executable} -m edge_ser.cli listen - --vad energy --model {stream_export} < {raw} | head -n 1"
     r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr and "Broken pipe" not in r.stderr
 
@@ -265,10 +267,18 @@ def test_the_readmes_python_examples_run_verbatim():
 
     root = Path(__file__).resolve().parent.parent
     blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
-    assert len(blocks) >= 2
-    for block in blocks:
-        r = subprocess.run([sys.executable, "-c", block], cwd=root, capture_output=True, text=True, timeout=1800)
-        assert r.returncode == 0 and r.stdout.strip(), f"README example failed:\n{block}\n{r.stderr}"
+    assert len(blocks) >= 3
+    # the service example talks to `edge-ser serve` at its default URI: start one there, as the README says to
+    server = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve"], cwd=root, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert "ready on unix:///tmp/edge-ser.sock" in server.stderr.readline()
+        for block in blocks:
+            r = subprocess.run([sys.executable, "-c", block], cwd=root, capture_output=True, text=True, timeout=1800)
+            assert r.returncode == 0 and r.stdout.strip(), f"README example failed:\n{block}\n{r.stderr}"
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
     first = re.search(r"^edge-ser classify (models/demo/samples/\S+\.wav) --budget 50ms$", (root / "README.md").read_text(),
                       flags=re.M)
     r = subprocess.run([sys.executable, "-m", "edge_ser.cli", "classify", first.group(1), "--budget", "50ms"], cwd=root,

@@ -51,7 +51,7 @@ def test_listen_on_the_demo_from_a_pipe():
     speech, rate = sf.read(SAMPLES / "easy_high-rising.wav", dtype="float32")
     signal = np.concatenate([quiet(0.8), speech, quiet(1.0, 1)])
     pcm = np.round(signal * 32767).astype("<i2")
-    r = cli("listen", "-", "--json", "--exit", "3", data=pcm.tobytes())
+    r = cli("listen", "-", "--json", "--exit", "3", "--vad", "energy", data=pcm.tobytes())
     [line] = r.stdout.decode().splitlines()
     result = json.loads(line)
     assert r.returncode == 0 and result["label"] == "high-rising" and result["ended_by"] == "silence"
