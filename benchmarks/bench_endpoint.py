@@ -1,4 +1,5 @@
-"""How well the energy endpointer finds utterances in speech nobody here wrote, per SNR.
+"""How well the energy rule finds utterances in speech nobody here wrote, per SNR, in pink noise (the other
+detectors, and babble and music, are in bench_rooms.py).
 
 espeak-ng sentences (8 voices, random rates and levels from -26 to -14 dBFS) with pauses of 0.8-2.5 s,
 in digital silence and in pink noise at several SNRs; the endpointer runs with its default settings
@@ -13,6 +14,7 @@ each 20 ms frame inside the same state machine; each true utterance is counted a
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from speech import RATE, lay_out, score, utterances  # noqa: E402
 from edge_ser.endpoint import DEFAULT_ENDPOINT, EndpointOptions, Endpointer  # noqa: E402
 
 SNRS = (None, 30, 20, 10, 5, 0)
+ENERGY = replace(DEFAULT_ENDPOINT, detector="energy")
 THRESHOLDS_DB = (6.0, 10.0)  # the default, and what it was before this benchmark
 RECORDINGS = 3
 PER_RECORDING = 40
@@ -35,7 +38,7 @@ class WebRtcEndpointer(Endpointer):
     def __init__(self, options: EndpointOptions, sample_rate: int, aggressiveness: int):
         import webrtcvad
 
-        super().__init__(options, sample_rate)
+        super().__init__(replace(options, detector="energy"), sample_rate)  # its 20 ms frames; is_speech replaced
         self._vad = webrtcvad.Vad(aggressiveness)
 
     def is_speech(self, frame: np.ndarray) -> bool:
@@ -62,7 +65,7 @@ def main() -> None:
     clips = [utterances(PER_RECORDING, seed=r) for r in range(RECORDINGS)]
     rows = {}
     for threshold in THRESHOLDS_DB:
-        options = EndpointOptions(threshold_db=threshold)
+        options = EndpointOptions(threshold_db=threshold, detector="energy")
         rows[f"threshold {threshold:g} dB"] = by_snr(clips, options)
     try:
         import webrtcvad  # noqa: F401
@@ -71,8 +74,8 @@ def main() -> None:
     else:
         for aggressiveness in (1, 3):
             rows[f"webrtc {aggressiveness}"] = by_snr(
-                clips, DEFAULT_ENDPOINT, lambda a=aggressiveness: WebRtcEndpointer(DEFAULT_ENDPOINT, RATE, a))
-    save("endpoint", {"options": DEFAULT_ENDPOINT.__dict__, "recordings": RECORDINGS, "utterances_each": PER_RECORDING,
+                clips, ENERGY, lambda a=aggressiveness: WebRtcEndpointer(ENERGY, RATE, a))
+    save("endpoint", {"options": ENERGY.__dict__, "recordings": RECORDINGS, "utterances_each": PER_RECORDING,
                       "noise": "pink", "rows": rows})
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_endpoint import detect as endpoint_spans  # noqa: E402
 from common import save  # noqa: E402
 from speech import RATE, SENTENCES, VOICES, espeak, lay_out, pink, score, utterances  # noqa: E402
 
@@ -92,18 +93,7 @@ def noise(kind: str, n: int, seed: int, cache: dict) -> np.ndarray:
 
 
 def detect(audio: np.ndarray, detector: str) -> list[tuple[int, int]]:
-    endpointer = Endpointer(replace(DEFAULT_ENDPOINT, detector=detector), RATE)
-    frame, spans, start = endpointer.frame_samples, [], None
-    for k in range(0, audio.size - frame + 1, frame):
-        for b in endpointer.step(audio[k : k + frame]):
-            if b.kind == "start":
-                start = b.sample
-            elif b.kind == "end":
-                spans.append((start, b.sample))
-    end = endpointer.end_now()
-    if end is not None and end.kind == "end":
-        spans.append((start, end.sample))
-    return spans
+    return endpoint_spans(audio, replace(DEFAULT_ENDPOINT, detector=detector))
 
 
 def available(detector: str) -> bool:

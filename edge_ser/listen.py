@@ -75,32 +75,63 @@ def file_chunks(path: Path, chunk_seconds: float, realtime: bool) -> tuple[int, 
     return info.samplerate, chunks()
 
 
-def mic_chunks(device: str, rate: int, chunk_seconds: float) -> Iterator[np.ndarray]:
-    """Mono float32 chunks from a microphone through sounddevice (the `mic` extra)."""
+def input_settings(sd, device: str, rate: int) -> tuple[int, int]:
+    """(rate, channels) to open `device` with: `rate` and mono where it takes them, else its own default rate or
+    48/44.1 kHz (the stream resamples) and stereo (averaged). One line naming the input devices there are when
+    `device` is not one of them."""
+    try:
+        info = sd.query_devices(device, "input")
+    except (ValueError, sd.PortAudioError):
+        names = [d["name"] for d in sd.query_devices() if d["max_input_channels"] > 0]
+        raise EdgeSerError(f"no microphone {device!r}; input devices here: "
+                           f"{', '.join(repr(n) for n in names) or 'none'}") from None
+    rates = dict.fromkeys([rate, int(info["default_samplerate"]), 48000, 44100])
+    for channels in (1, 2):
+        for candidate in rates:
+            try:
+                sd.check_input_settings(device, channels=channels, samplerate=candidate, dtype="float32")
+            except (ValueError, sd.PortAudioError):
+                continue
+            if candidate != rate or channels != 1:
+                print(f"edge-ser: microphone {device!r} records {'stereo (averaged)' if channels == 2 else 'mono'} at "
+                      f"{candidate} Hz (resampled to the model's rate)", file=sys.stderr)
+            return candidate, channels
+    raise EdgeSerError(f"microphone {device!r} takes neither mono nor stereo float samples at {rate}, "
+                       f"{int(info['default_samplerate'])}, 48000 or 44100 Hz")
+
+
+def mic_chunks(device: str, rate: int, chunk_seconds: float) -> tuple[int, Iterator[np.ndarray]]:
+    """(rate, chunks): mono float32 chunks from a microphone through sounddevice (the `mic` extra), at `rate`
+    where the device takes it (input_settings)."""
     import queue
 
     try:
         import sounddevice as sd
     except (ImportError, OSError) as err:
         raise EdgeSerError(f"--device needs the mic extra ({err}): {MIC_EXTRA}") from None
+    rate, channels = input_settings(sd, device, rate)
     arrived: queue.Queue[np.ndarray] = queue.Queue()
     dropped = [0]
 
     def callback(indata, frames, when, status):  # PortAudio's thread: hand the samples over, nothing else
         if status.input_overflow:
             dropped[0] += 1
-        arrived.put(indata[:, 0].copy())
+        arrived.put(indata.mean(axis=1, dtype=np.float32) if channels > 1 else indata[:, 0].copy())
 
-    try:
-        with sd.InputStream(device=device, channels=1, samplerate=rate, dtype="float32",
-                            blocksize=max(1, round(chunk_seconds * rate)), callback=callback):
-            while True:
-                yield arrived.get()
-                if dropped[0]:
-                    print(f"edge-ser: the microphone overflowed {dropped[0]} time(s): audio was lost", file=sys.stderr)
-                    dropped[0] = 0
-    except (sd.PortAudioError, ValueError) as err:
-        raise EdgeSerError(f"microphone {device!r}: {err}") from None
+    def chunks() -> Iterator[np.ndarray]:
+        try:
+            with sd.InputStream(device=device, channels=channels, samplerate=rate, dtype="float32",
+                                blocksize=max(1, round(chunk_seconds * rate)), callback=callback):
+                while True:
+                    yield arrived.get()
+                    if dropped[0]:
+                        print(f"edge-ser: the microphone overflowed {dropped[0]} time(s): audio was lost (the app "
+                              "fell behind); listening goes on", file=sys.stderr)
+                        dropped[0] = 0
+        except (sd.PortAudioError, ValueError) as err:
+            raise EdgeSerError(f"microphone {device!r}: {err}") from None
+
+    return rate, chunks()
 
 
 def format_line(result) -> str:
@@ -132,7 +163,7 @@ def cmd_listen(args, build_classifier) -> int:
             raise AudioError(f"{path}: no such file")
         rate, chunks = file_chunks(path, chunk_seconds, args.realtime)
     else:
-        rate, chunks = args.rate, mic_chunks(args.device, args.rate, chunk_seconds)
+        rate, chunks = mic_chunks(args.device, args.rate, chunk_seconds)
 
     classifier = build_classifier(args)
     stream = classifier.stream(rate, budget_ms=args.budget, memory_mb=args.memory, exit=args.exit,

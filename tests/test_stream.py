@@ -286,36 +286,91 @@ def test_manifest_versions_and_segment_kinds_are_checked(stream_export, tmp_path
         load_manifest(target)
 
 
-def test_microphone_chunks_flow_through_sounddevice(monkeypatch):
-    """The mic path with a stand-in for sounddevice (no PortAudio or microphone here): the callback's blocks
-    arrive in order as mono float32, and the device, rate and block size asked for are the ones passed on."""
+class FakeSoundDevice:
+    """A stand-in for sounddevice: `devices` maps names to (max input channels, rates they take, default rate);
+    its InputStream calls back with blocks k = 0, 1, 2 (k in every channel), the second one flagged overflowed."""
+
+    PortAudioError = RuntimeError
+
+    def __init__(self, devices: dict):
+        self.devices, self.opened = devices, {}
+        fake = self
+
+        class InputStream:
+            def __init__(self, device, channels, samplerate, dtype, blocksize, callback):
+                fake.opened.update(device=device, channels=channels, samplerate=samplerate, dtype=dtype,
+                                   blocksize=blocksize)
+                self.callback = callback
+
+            def __enter__(self):
+                import types
+
+                for k in range(3):
+                    status = types.SimpleNamespace(input_overflow=k == 1)
+                    block = np.full((fake.opened["blocksize"], fake.opened["channels"]), k, np.float32)
+                    self.callback(block, fake.opened["blocksize"], None, status)
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        self.InputStream = InputStream
+
+    def query_devices(self, device=None, kind=None):
+        if device is None:
+            return [{"name": n, "max_input_channels": c} for n, (c, _, _) in self.devices.items()]
+        if device not in self.devices:
+            raise ValueError(f"No input device matching {device!r}")
+        channels, _, default = self.devices[device]
+        return {"name": device, "max_input_channels": channels, "default_samplerate": float(default)}
+
+    def check_input_settings(self, device, channels, samplerate, dtype):
+        max_channels, rates, _ = self.devices[device]
+        if channels != max_channels or samplerate not in rates:
+            raise self.PortAudioError("Invalid number of channels" if channels != max_channels else "Invalid sample rate")
+
+
+def test_microphone_chunks_flow_through_sounddevice(monkeypatch, capsys):
+    """The mic path with a stand-in for sounddevice: the callback's blocks arrive in order as mono float32, and
+    the device, rate and block size asked for are the ones passed on; an overflow is said on stderr."""
     import sys
-    import types
 
     from edge_ser.listen import mic_chunks
 
-    opened = {}
-
-    class FakeInputStream:
-        def __init__(self, device, channels, samplerate, dtype, blocksize, callback):
-            opened.update(device=device, channels=channels, samplerate=samplerate, dtype=dtype, blocksize=blocksize)
-            self.callback = callback
-
-        def __enter__(self):
-            status = types.SimpleNamespace(input_overflow=False)
-            for k in range(3):
-                self.callback(np.full((opened["blocksize"], 1), k, np.float32), opened["blocksize"], None, status)
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    fake = types.SimpleNamespace(InputStream=FakeInputStream, PortAudioError=RuntimeError)
+    fake = FakeSoundDevice({"USB Audio": (1, {16000, 48000}, 48000)})
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
-    chunks = mic_chunks("USB Audio", 16000, 0.02)
+    rate, chunks = mic_chunks("USB Audio", 16000, 0.02)
     got = [next(chunks) for _ in range(3)]
-    assert opened == {"device": "USB Audio", "channels": 1, "samplerate": 16000, "dtype": "float32", "blocksize": 320}
+    assert rate == 16000
+    assert fake.opened == {"device": "USB Audio", "channels": 1, "samplerate": 16000, "dtype": "float32", "blocksize": 320}
     assert [c.tolist() for c in got] == [[float(k)] * 320 for k in range(3)]
+    assert "overflowed 1 time(s)" in capsys.readouterr().err
+
+
+def test_a_microphone_that_takes_only_48_khz_stereo_is_recorded_so_and_averaged(monkeypatch, capsys):
+    import sys
+
+    from edge_ser.listen import mic_chunks
+
+    fake = FakeSoundDevice({"hw:1": (2, {44100, 48000}, 48000)})
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    rate, chunks = mic_chunks("hw:1", 16000, 0.02)
+    first = next(chunks)
+    assert rate == 48000 and fake.opened["channels"] == 2 and fake.opened["blocksize"] == 960
+    assert first.shape == (960,) and first.dtype == np.float32
+    assert "records stereo (averaged) at 48000 Hz" in capsys.readouterr().err
+
+
+def test_a_missing_microphone_is_one_line_naming_the_ones_there_are(monkeypatch):
+    import sys
+
+    from edge_ser import EdgeSerError
+    from edge_ser.listen import mic_chunks
+
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice({"pulse": (32, {16000}, 44100),
+                                                                     "default": (32, {16000}, 44100)}))
+    with pytest.raises(EdgeSerError, match=r"^no microphone 'nope'; input devices here: 'pulse', 'default'$"):
+        mic_chunks("nope", 16000, 0.02)
 
 
 def test_a_missing_mic_extra_is_one_clear_error(monkeypatch):

@@ -1,0 +1,81 @@
+"""The microphone path for real: PulseAudio with a null sink whose monitor is the default source; paplay speaks a
+recording into it and `edge-ser listen --device pulse` hears it through ALSA, PortAudio and sounddevice.
+
+Skipped, with the reason, where the stack cannot run (CI installs it: pulseaudio, pulseaudio-utils,
+libasound2-plugins, libportaudio2, and the mic extra).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+MISSING = [tool for tool in ("pulseaudio", "pactl", "paplay", "espeak-ng") if shutil.which(tool) is None]
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory):
+    if MISSING:
+        pytest.skip(f"no audio stack here: {', '.join(MISSING)} missing (apt-get install pulseaudio pulseaudio-utils "
+                    "libasound2-plugins libportaudio2 espeak-ng)")
+    if importlib.util.find_spec("sounddevice") is None:
+        pytest.skip("the mic extra is not installed (pip install 'edge-ser[mic]')")
+    env = dict(os.environ, PULSE_RUNTIME_PATH=str(tmp_path_factory.mktemp("pulse")))
+    started = subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-null-sink sink_name=room",
+                              "--load=module-native-protocol-unix"], env=env, capture_output=True, text=True,
+                             timeout=30)
+    ready = started.returncode == 0 and any(
+        subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0 or time.sleep(0.2)
+        for _ in range(25))
+    if not ready:
+        pytest.skip(f"PulseAudio did not start here: {started.stderr.strip()[-200:]}")
+    for command in (["pactl", "set-default-sink", "room"], ["pactl", "set-default-source", "room.monitor"]):
+        subprocess.run(command, env=env, check=True, timeout=30)
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+
+
+def cli(*args, env=None, data: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "edge_ser.cli", *map(str, args)], env=env, input=data,
+                          capture_output=True, text=data is None, timeout=120)
+
+
+def test_listen_hears_a_recording_played_into_the_room(pulse, tmp_path):
+    from speech import lay_out, utterances
+
+    recording = lay_out(utterances(3, seed=4), None, seed=4, gap=(1.0, 1.0))
+    wav = tmp_path / "three.wav"
+    sf.write(wav, recording.audio, 16000)
+    listener = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "listen", "--device", "pulse", "--json"],
+                                env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)  # started and recording
+    subprocess.run(["paplay", str(wav)], env=pulse, check=True, timeout=60)
+    time.sleep(1.5)  # the last pause: the end of the last sentence is decided
+    listener.send_signal(signal.SIGTERM)
+    out, err = listener.communicate(timeout=60)
+    heard = [json.loads(line) for line in out.splitlines()]
+    from_file = [json.loads(line) for line in cli("listen", wav, "--json").stdout.splitlines()]
+    assert listener.returncode == 130, err
+    assert len(heard) == len(from_file) == 3, (heard, err)
+    assert [r["label"] for r in heard] == [r["label"] for r in from_file]
+    # the same spans, up to when the microphone began hearing the playback (the same lag for each)
+    lags = np.array([h["start"] - f["start"] for h, f in zip(heard, from_file, strict=True)])
+    assert np.ptp(lags) < 0.25, lags
+
+
+def test_a_microphone_that_is_not_there_is_one_line_naming_those_that_are(pulse):
+    r = cli("listen", "--device", "nope", env=pulse)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "no microphone 'nope'; input devices here:" in r.stderr and "'pulse'" in r.stderr
