@@ -8,7 +8,8 @@ the server's memory, and its start-up time to the first result.
   side in its own process (onnxruntime's threads of one never spin against the other's).
 - Streams served: K clients (one asyncio process) each stream the same 30 s recording (utterances with pauses,
   pink noise at 20 dB SNR) in real time in 100 ms chunks, started 0-1 s apart, in listen mode (the server's
-  endpointer). Latency after the end of an utterance, as a client sees it: from sending the chunk in which the
+  endpointer, with serve's default detector unless --vad names another). Latency after the end of an
+  utterance, as a client sees it: from sending the chunk in which the
   server could decide the end (end + endpoint delay) to receiving its result. "Nothing lost": every client gets
   as many results as a lone stream does. The capacity is the largest K whose p95 stays within 2x of K=1's p95.
 - Memory: the server's resident memory (psutil, sampled every 100 ms) at its peak during each K.
@@ -20,6 +21,7 @@ streams its encoder exactly; random weights, so no early exit: every utterance r
     apt-get install espeak-ng
     python benchmarks/bench_serve.py                # ~12 minutes on 2 cores
     python benchmarks/bench_serve.py --skip-base
+    python benchmarks/bench_serve.py --skip-base --vad energy --out serve_energy    # the cheapest detector
 """
 from __future__ import annotations
 
@@ -65,10 +67,12 @@ def event_bytes(kind: str, data: dict | None = None, payload: bytes | None = Non
 class Server:
     """`edge-ser serve` in its own process, on a unix socket."""
 
+    vad = "auto"  # the endpointer's detector (--vad)
+
     def __init__(self, model: Path, precision: str | None, socket_path: Path):
         self.path = socket_path
         self.launched = time.perf_counter()
-        extra = ["--precision", precision] if precision else []
+        extra = (["--precision", precision] if precision else []) + ["--vad", self.vad]
         self.process = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve", "--model", str(model),
                                          "--uri", f"unix://{socket_path}", "--max-clients", "256", *extra],
                                         stderr=subprocess.PIPE, text=True)
@@ -297,7 +301,12 @@ def main() -> None:
     parser.add_argument("--skip-base", action="store_true", help="the demo only")
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the price measurement")
     parser.add_argument("--clients", default="1,2,4,8,16,32,64,128", help="stream counts to try (stops past 4x)")
+    parser.add_argument("--vad", default="auto", help="the server's voice-activity detector (default: serve's own)")
+    parser.add_argument("--out", default="serve", help="results file name in benchmarks/results (default serve)")
     args = parser.parse_args()
+    from edge_ser.endpoint import EndpointOptions
+
+    Server.vad = args.vad
     counts = [int(c) for c in args.clients.split(",")]
     clips = [c for c in utterances(16, seed=5) if 1.5 <= c.size / RATE <= 4.0][:8]
     recording = lay_out(utterances(8, seed=21), snr_db=20, seed=21)
@@ -308,6 +317,7 @@ def main() -> None:
 
         models["base int8"] = (export_base_stream(BASE_DIR, clips), "int8")
     data: dict = {"clip_seconds": [c.size / RATE for c in clips], "recording_seconds": 30, "load_chunk_ms": 100,
+                  "vad": EndpointOptions(detector=args.vad).resolved().detector,
                   "limits": {"pending_bytes": Limits().pending_bytes}, "cores": os.cpu_count(), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, precision) in models.items():
@@ -318,7 +328,7 @@ def main() -> None:
             row["price"] = price_of_service(model, precision, clips, args.rounds, Path(tmp))
             row["capacity"] = capacity(model, precision, audio, counts, Path(tmp), name.replace(" ", "-"))
             data["models"][name] = row
-    save("serve", data)
+    save(args.out, data)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def listen_rtf(model: Path, precision: str, raw: Path, seconds: float) -> dict:
     began = time.perf_counter()
     with open(raw, "rb") as source:
         done = subprocess.run([sys.executable, "-m", "edge_ser.cli", "listen", "-", "--model", str(model), "--json",
-                               "--precision", precision], stdin=source, capture_output=True, text=True, check=True)
+                               "--precision", precision, "--vad", "energy"],  # the model's share, not the detector's
+                              stdin=source, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - began
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     return {"wall_s": wall, "audio_s": seconds, "rtf": wall / seconds, "utterances": len(lines),
@@ -99,9 +100,9 @@ def listen_rtf(model: Path, precision: str, raw: Path, seconds: float) -> dict:
 
 MEMORY_PROBE = """
 import sys, numpy as np, psutil
-from edge_ser import Classifier
+from edge_ser import Classifier, EndpointOptions
 audio = np.fromfile(sys.argv[2], dtype="<i2")
-stream = Classifier(sys.argv[1], precision=sys.argv[3]).stream(16000)
+stream = Classifier(sys.argv[1], precision=sys.argv[3]).stream(16000, endpoint=EndpointOptions(detector="energy"))
 process, rss, found = psutil.Process(), [], 0
 for lap in range(int(sys.argv[4])):
     for offset in range(0, audio.size, 320):

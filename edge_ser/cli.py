@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .listen import PCM_FORMATS
+from .listen import PCM_FORMATS, endpoint_options
 from .manifest import RUN_PRECISIONS
 from .units import parse_duration_ms, parse_rate, parse_seconds, parse_size_mb
 
@@ -95,15 +95,6 @@ def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
                     "as it arrives")
     ep.add_argument("--pad", type=_typed(parse_duration_ms), default=d.pad_ms, metavar="TIME",
                     help=f"audio kept before and after the speech (default {d.pad_ms:g}ms; at most --min-silence)")
-
-
-def endpoint_options(args):
-    """EndpointOptions from the endpointing flags (checked there: one line naming a bad value)."""
-    from .endpoint import EndpointOptions
-
-    return EndpointOptions(threshold_db=args.threshold, min_speech_ms=args.min_speech,
-                           min_silence_ms=args.min_silence, max_utterance_s=args.max_utterance / 1000.0,
-                           pad_ms=args.pad, detector=args.vad, vad_threshold=args.vad_threshold)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,14 +141,21 @@ def format_line(result) -> str:
             f"exit {result.exit_layer:<3} {result.latency_ms:7.1f} ms after the end{budget}")
 
 
+def endpoint_options(args):
+    """EndpointOptions from the endpointing flags of listen and serve (checked there: one line naming a bad value)."""
+    from .endpoint import EndpointOptions
+
+    return EndpointOptions(threshold_db=args.threshold, min_speech_ms=args.min_speech,
+                           min_silence_ms=args.min_silence, max_utterance_s=args.max_utterance / 1000.0,
+                           pad_ms=args.pad, detector=args.vad, vad_threshold=args.vad_threshold)
+
+
 def _raise_interrupted(signum, frame):
     raise Interrupted()
 
 
 def cmd_listen(args, build_classifier) -> int:
     """Run one stream over the chosen source; print each result as its utterance ends."""
-    from .cli import endpoint_options
-
     if (args.source is None) == (args.device is None):
         raise EdgeSerError("give one source: '-' (raw PCM on stdin), an audio file, or --device NAME (microphone)")
     if args.realtime and (args.source in (None, "-")):
