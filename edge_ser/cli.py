@@ -62,7 +62,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "variant its export verified)")
     p.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others, if present)")
-    p.add_argument("--strict", action="store_true", help="refuse (exit 3) when not even the first exit fits")
+    p.add_argument("--strict", action="store_true", help="refuse when not even the first exit fits (classify and "
+                   "listen: exit 3; serve: an error event with code budget)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default: one per core)")
     p.add_argument("--provider", action="append", metavar="NAME",
                    help="onnxruntime execution provider, repeatable, in order of preference "
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let a tcp URI bind an address other hosts can reach (Wyoming has no authentication)")
     se.add_argument("--max-clients", type=int, default=16, help="connections served at once (default 16)")
     se.add_argument("--idle-timeout", type=_typed(parse_seconds), default=30.0, metavar="TIME",
-                    help="close a client that sends nothing for this long (default 30s)")
+                    help="close a client that sends nothing for this long while none of its work is pending "
+                         "(default 30s)")
     se.add_argument("--max-clip", type=_typed(parse_seconds), default=120.0, metavar="TIME",
                     help="longest audio a whole-clip request may send (default 120s)")
     _add_run_options(se)
