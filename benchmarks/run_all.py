@@ -35,6 +35,7 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "budget": ([PY, "benchmarks/bench_budget.py"], "budget_fp32.json/.png + profile_demo_fp32.yaml"),
     "endpoint": ([PY, "benchmarks/bench_endpoint.py"], "endpoint.json: endpointing on espeak-ng speech"),
     "stream": ([PY, "benchmarks/bench_stream.py"], "stream.json: streaming latency, listen RTF, 1 h memory"),
+    "memory": ([PY, "benchmarks/bench_memory.py"], "memory.json: RSS over 4,000 clips of every length, per session option"),
     "rooms": ([PY, "benchmarks/bench_rooms.py"], "rooms.json: voice-activity detectors in white, pink, babble, music"),
     "serve": ([PY, "benchmarks/bench_serve.py"], "serve.json: the service's price, streams served, memory, start-up"),
     "serve-energy": ([PY, "benchmarks/bench_serve.py", "--skip-base", "--vad", "energy", "--out", "serve_energy"],

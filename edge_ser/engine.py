@@ -125,6 +125,9 @@ class Engine:
         if not self.shared_pool:
             options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Audio has a shape per length, and onnxruntime keeps a memory pattern per input shape it has seen: with
+        # patterns on, a process classifying clips of every length grew without end (benchmarks/bench_memory.py).
+        options.enable_mem_pattern = False
         options.log_severity_level = 3
         return options
 

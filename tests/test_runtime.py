@@ -436,3 +436,12 @@ def test_opening_files_and_the_probe_are_kept_out_of_the_latency(tiny_export):
     assert first.load_ms > 0 and second.load_ms == 0
     # The same work twice: the first run's latency may not carry its one-time set-up (probe, opening files).
     assert abs(first.latency_ms - second.latency_ms) < first.load_ms
+
+
+def test_sessions_keep_no_memory_pattern_per_input_length():
+    """onnxruntime keeps a memory pattern per input shape; audio has a shape per length, so a long-running
+    device would grow with every new length (benchmarks/bench_memory.py measures it). Every session opts out."""
+    c = Classifier(shared_pool=False)
+    c.classify(np.zeros(12345, np.float32), 16000, exit=12)  # opens the whole chain
+    sessions = [c.engine.session(s) for s in c.manifest.chain + [e.head for e in c.manifest.exits]]
+    assert sessions and all(not s.get_session_options().enable_mem_pattern for s in sessions)
