@@ -6,6 +6,9 @@ exits, in a fresh process per variant, resident memory at runs 500 / 1,000 / 2,0
   runtime: the sessions as the runtime opens them (memory patterns off);
   patterns on: the same with onnxruntime's default (memory patterns on), as the runtime did before;
   arena off: patterns on and `enable_cpu_mem_arena` off, the other knob users ask for.
+Serve: one client streams 4,000 utterances of random length (0.5-4 s, cut from the demo's samples) through
+`edge-ser serve` as push-to-talk, as fast as the server takes them; the server's resident memory at the same
+checkpoints (in results).
 Speed: full-depth classification of a 3 s clip with patterns off and on, interleaved in one process (30 rounds,
 medians), on the demo and on the base-size export (bench_stream.py's base-stream, int8).
 
@@ -67,6 +70,64 @@ def soak(variant: str) -> list[float]:
     return [float(x) for x in out.stdout.split()]
 
 
+async def serve_soak(path: Path, server_pid: int) -> list[float]:
+    """Stream CHECKPOINTS[-1] utterances through the server at `path`; its RSS after each checkpoint's result."""
+    import asyncio
+    import json
+
+    import psutil
+    import soundfile as sf
+    from wyoming.event import Event
+
+    from edge_ser.service.protocol import encode_event
+
+    samples = ROOT / "models" / "demo" / "samples"
+    source = np.concatenate([sf.read(f, dtype="int16")[0] for f in sorted(samples.glob("*.wav"))])
+    fmt = {"rate": 16000, "width": 2, "channels": 1}
+    rng = np.random.default_rng(2)
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    server, rss, checkpoints = psutil.Process(server_pid), [], set(CHECKPOINTS)
+
+    async def results() -> None:
+        count = 0
+        while count < RUNS:
+            header = json.loads(await reader.readline())
+            if header.get("data_length"):
+                await reader.readexactly(header["data_length"])
+            count += header["type"] == "emotion"
+            if header["type"] == "emotion" and count in checkpoints:
+                rss.append(server.memory_info().rss / 2**20)
+
+    listening = asyncio.create_task(results())
+    writer.write(encode_event(Event("classify", {"mode": "push-to-talk"})) + encode_event(Event("audio-start", fmt)))
+    for _ in range(RUNS):
+        length = int(rng.uniform(0.5, 4.0) * 16000)
+        start = int(rng.integers(0, source.size - length))
+        writer.write(encode_event(Event("audio-chunk", fmt, source[start : start + length].tobytes()))
+                     + encode_event(Event("voice-stopped")))
+        await writer.drain()
+    await listening
+    writer.close()
+    return rss
+
+
+def serve_memory() -> list[float]:
+    import asyncio
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "soak.sock"
+        server = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve", "--uri", f"unix://{path}",
+                                   "--precision", "int8"], stderr=subprocess.PIPE, text=True)
+        try:
+            while "ready on" not in server.stderr.readline():
+                pass
+            return asyncio.run(serve_soak(path, server.pid))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
 def speed(model: Path, precision: str, rounds: int) -> dict:
     """ms for a 3 s clip at full depth, patterns off (the runtime) and on, interleaved in this process."""
     sys.path.insert(0, str(ROOT))
@@ -101,6 +162,8 @@ def main() -> None:
         print(f"{variant:<12} RSS at runs {CHECKPOINTS}: {rss} MB; growth from 1,000 to {RUNS}: "
               f"{rss[-1] - rss[1]:+.1f} MB", flush=True)
     data["soak_growth_mb"] = {v: rss[-1] - rss[1] for v, rss in data["soak_rss_mb"].items()}
+    data["serve_rss_mb"] = serve_memory()
+    print(f"serve        RSS at utterances {CHECKPOINTS}: {data['serve_rss_mb']} MB", flush=True)
     data["speed"]["demo int8"] = speed(ROOT / "models" / "demo", "int8", 30)
     if (BASE_DIR / "manifest.yaml").is_file():
         data["speed"]["base int8"] = speed(BASE_DIR, "int8", 30)
