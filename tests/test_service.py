@@ -180,6 +180,7 @@ def test_describe_is_answered_with_info_naming_the_model(server):
     assert info.type == "info"
     model = info.data["emotion"][0]["models"][0]
     assert model["name"] == "demo" and model["labels"][0] == "breathy-slow" and model["exits"] == [3, 8, 10, 12]
+    assert info.data["emotion"][0]["endpoint"]["detector"] == "energy"  # as the server was started
     client.send("ping", {"text": "x"})
     assert client.receive() == Event("pong", {"text": "x"})
 

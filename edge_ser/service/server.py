@@ -114,8 +114,8 @@ def info_event(classifier: Classifier, run: RunOptions, endpoint: EndpointOption
         }],
         "modes": ["listen", "push-to-talk", "clip"],
         "run": run.as_kwargs(),
-        "endpoint": {"min_speech_ms": endpoint.min_speech_ms, "min_silence_ms": endpoint.min_silence_ms,
-                     "max_utterance_s": endpoint.max_utterance_s},
+        "endpoint": {"detector": endpoint.resolved().detector, "min_speech_ms": endpoint.min_speech_ms,
+                     "min_silence_ms": endpoint.min_silence_ms, "max_utterance_s": endpoint.max_utterance_s},
         "limits": {"payload_bytes": limits.payload_bytes, "clip_seconds": limits.clip_seconds,
                    "idle_seconds": limits.idle_seconds},
     }]
