@@ -23,7 +23,7 @@ from .endpoint import DEFAULT_ENDPOINT, EndpointOptions, no_speech
 from .engine import Engine
 from .errors import BudgetError
 from .manifest import Exit, Manifest, Segment, load_manifest
-from .options import OptionError, check_optional_positive, check_positive, check_threads
+from .options import check_exit, check_optional_positive, check_positive, check_threads
 from .policy import StopRule, softmax
 from .profile import DeviceProfile, OnlineEstimate
 from .stream import Stream
@@ -208,8 +208,7 @@ class Classifier:
         """
         budget_ms = check_optional_positive("budget_ms", budget_ms)
         memory_mb = check_optional_positive("memory_mb", memory_mb)
-        if not (exit in (None, "auto") or (isinstance(exit, int) and not isinstance(exit, bool))):
-            raise OptionError(f"exit must be a layer number or 'auto', got {exit!r}")
+        check_exit(exit)
         exits = self.manifest.exits
         adaptive = exit in (None, "auto") and self.stop_rule is not None
         if exit not in (None, "auto"):

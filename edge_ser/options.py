@@ -52,6 +52,13 @@ def check_optional_positive(name: str, value: object, high: float = math.inf, un
     return None if value is None else check_positive(name, value, high, unit)
 
 
+def check_exit(exit: object) -> int | str | None:
+    """An exit layer number, or None/"auto" for adaptive early exit (whether the layer exists is the model's to say)."""
+    if not (exit in (None, "auto") or (isinstance(exit, int) and not isinstance(exit, bool))):
+        raise OptionError(f"exit must be a layer number or 'auto', got {exit!r}")
+    return exit
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """What one run is asked for: the budgets, the exit and strictness; checked once, here.
@@ -69,8 +76,7 @@ class RunOptions:
     def __post_init__(self) -> None:
         check_optional_positive("budget_ms", self.budget_ms)
         check_optional_positive("memory_mb", self.memory_mb)
-        if not (self.exit in (None, "auto") or (isinstance(self.exit, int) and not isinstance(self.exit, bool))):
-            raise OptionError(f"exit must be a layer number or 'auto', got {self.exit!r}")
+        check_exit(self.exit)
         if not isinstance(self.strict, bool):
             raise OptionError(f"strict must be true or false, got {self.strict!r}")
 
