@@ -33,6 +33,12 @@ MUTANTS = [  # (what, file, original, mutant, tests)
     ("stream: a refusal raised mid-chunk again", "edge_ser/stream.py",
      "            self._refused.append(error)\n            return None", "            raise error",
      ["tests/test_stream.py"]),
+    ("service: small steps cost nothing toward a client's pending bound", "edge_ser/service/server.py",
+     "STEP_BYTES = 1024", "STEP_BYTES = 0", ["tests/test_service.py"]),
+    ("service: a claimed size no longer bounded before it is read", "edge_ser/service/protocol.py",
+     "    if value > limit:", "    if False:", ["tests/test_service.py"]),
+    ("rooms: auto no longer means the detector measured best", "edge_ser/endpoint.py",
+     'detector="silero-gate" if', 'detector="silero" if', ["tests/test_rooms.py"]),
 ]
 
 
@@ -47,11 +53,14 @@ def main() -> int:
             continue
         try:
             path.write_text(source.replace(original, mutant))
-            run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                                 cwd=ROOT, capture_output=True, text=True)
+            try:
+                run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                                     cwd=ROOT, capture_output=True, text=True, timeout=900)
+                killed = run.returncode != 0
+            except subprocess.TimeoutExpired:  # the suite hung on the mutant: it did not pass
+                killed = True
         finally:
             path.write_text(source)
-        killed = run.returncode != 0
         print(f"{'killed  ' if killed else 'SURVIVED'} {what}", flush=True)
         if not killed:
             survived.append(what)

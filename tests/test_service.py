@@ -431,7 +431,8 @@ class InProcess:
         self.service = Service(classifier, endpoint=ENERGY, limits=limits)
         self.loop = asyncio.new_event_loop()
         serving = self.service.serve(Address("unix", path=path))
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serving,))
+        # a daemon: a server a broken test left stuck must not keep the test process from ending
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serving,), daemon=True)
         self.thread.start()
         while not path.exists():
             time.sleep(0.01)
