@@ -65,8 +65,12 @@ class EnergyFloor:
     def is_speech(self, frame: np.ndarray) -> bool:
         level = frame_dbfs(frame)
         floor = self.floor()
-        self._recent.append(level)
+        self._recent.append(self._tracked(level))
         return level >= self.options.silence_dbfs and level >= floor + self.options.threshold_db
+
+    def _tracked(self, level: float) -> float:
+        """What the floor's window keeps of a frame's level: the level itself."""
+        return level
 
 
 class PercentileFloor(EnergyFloor):
@@ -83,13 +87,11 @@ class PercentileFloor(EnergyFloor):
     def floor(self) -> float:
         return float(np.percentile(self._recent, self.PERCENTILE)) if self._recent else self.options.silence_dbfs
 
-    def is_speech(self, frame: np.ndarray) -> bool:
-        level = frame_dbfs(frame)
-        floor = self.floor()
+    def _tracked(self, level: float) -> float:
+        """The level smoothed over SMOOTH_MS (one-pole, in power)."""
         power = 10 ** (level / 10)
         self._power = power if self._power is None else self._power + self._alpha * (power - self._power)
-        self._recent.append(10 * math.log10(self._power + 1e-14))
-        return level >= self.options.silence_dbfs and level >= floor + self.options.threshold_db
+        return 10 * math.log10(self._power + 1e-14)
 
 
 class SileroDetector:

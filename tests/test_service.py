@@ -154,7 +154,7 @@ def tcp_server():
 def classifier():
     from edge_ser import Classifier
 
-    return Classifier()
+    return Classifier(shared_pool=False)  # no process-wide pool: a later test may still export (quantise) here
 
 
 def in_process(classifier, samples: np.ndarray, rate: int, chunk_s: float = 0.02):

@@ -369,6 +369,8 @@ class Service:
 
 
 def _describe(address: Address) -> str:
+    if address.scheme == "stdio":
+        return "stdio://"
     return f"unix://{address.path}" if address.scheme == "unix" else f"tcp://{address.host}:{address.port}"
 
 
@@ -407,13 +409,10 @@ def run_service(service: Service, address: Address) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signal.getsignal(signum) != signal.SIG_IGN:  # an inherited ignore stays (a daemon's convention)
                 loop.add_signal_handler(signum, service.stop)
-        await service.serve(address, ready=lambda: print(f"edge-ser: ready on {_ready_uri(service.bound or address)}",
+        await service.serve(address, ready=lambda: print(f"edge-ser: ready on {_describe(service.bound or address)}",
                                                          file=sys.stderr, flush=True))
 
     asyncio.run(main())
     log.info("stopped")
     return 0
 
-
-def _ready_uri(address: Address) -> str:
-    return "stdio://" if address.scheme == "stdio" else _describe(address)
