@@ -36,7 +36,7 @@ def open_ms(path: Path, level, threads: int = 0) -> float:
 def main() -> None:
     import onnxruntime as ort
 
-    from edge_ser.engine import sha256_of
+    from edge_ser.integrity import sha256_of
     from edge_ser.manifest import load_manifest
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -424,7 +424,7 @@ def cmd_info(args) -> int:
 
 def cmd_verify(args) -> int:
     from .classifier import DEFAULT_MODEL
-    from .engine import verify_files
+    from .integrity import verify_files
     from .manifest import load_manifest
 
     directory = args.model or DEFAULT_MODEL

@@ -7,7 +7,6 @@ with one monolithic graph (measured in benchmarks/bench_base.py: 0.99x vs 1.89x 
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .integrity import checked_model
 from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
 log = logging.getLogger(__name__)
@@ -37,32 +37,6 @@ def _ensure_global_pool(threads: int) -> int:
                 pass
             _GLOBAL_POOL_THREADS = threads
         return _GLOBAL_POOL_THREADS
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_files(directory: str | Path, manifest: Manifest) -> list[tuple[str, str | None]]:
-    """Every file the manifest lists, at every precision: (file, None) when it is there and its sha256 matches,
-    (file, why not) otherwise. A device can check its storage at boot instead of on a file's first use."""
-    checked: list[tuple[str, str | None]] = []
-    for segment in manifest.chain + [e.head for e in manifest.exits]:
-        for ref in segment.files.values():
-            path = Path(directory) / ref.file
-            if not path.is_file():
-                checked.append((ref.file, "missing"))
-            elif path.stat().st_size != ref.bytes:
-                checked.append((ref.file, f"{path.stat().st_size} bytes, the manifest says {ref.bytes}"))
-            elif sha256_of(path) != ref.sha256:
-                checked.append((ref.file, "sha256 does not match the manifest (modified or corrupt)"))
-            else:
-                checked.append((ref.file, None))
-    return checked
 
 
 def usable_providers(wanted: list[str]) -> list[str]:
@@ -136,14 +110,10 @@ class Engine:
             session = self._sessions.get(segment.name)
             if session is None:
                 ref = segment.file_for(self.precision)
-                path = self.directory / ref.file
-                if not path.is_file():
-                    raise ManifestError(f"{self.directory}: missing file {ref.file} (segment {segment.name})")
-                if sha256_of(path) != ref.sha256:
-                    raise ManifestError(f"{path}: sha256 does not match the manifest; refusing a modified model file")
-                session = self.open_session(path, self._options())
+                with checked_model(self.directory, ref) as model:  # the file hashed is the file run (integrity.py)
+                    session = self.open_session(model, self._options())
                 if segment.kind == "head":
-                    self._check_classes(path, session)
+                    self._check_classes(self.directory / ref.file, session)
                 self._sessions[segment.name] = session
                 self.opened.append(ref.file)
             return session
@@ -152,10 +122,11 @@ class Engine:
     def disabled_optimizers(self) -> list[str]:
         return list(CPU_DISABLED_OPTIMIZERS) if self.providers == ["CPUExecutionProvider"] else []
 
-    def open_session(self, path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
-        """One file as this engine opens it (providers, rewrites left out); no hash check: see session()."""
-        return ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
-                                    disabled_optimizers=self.disabled_optimizers)
+    def open_session(self, model: Path | str | bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+        """A model (a file, or its bytes) as this engine opens it (providers, rewrites left out); no hash check:
+        session() hands it what integrity.checked_model checked."""
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
+                                    providers=self.providers, disabled_optimizers=self.disabled_optimizers)
 
     def _check_classes(self, path: Path, session: ort.InferenceSession) -> None:
         """A head must score exactly the manifest's labels, or every answer would be mislabelled."""

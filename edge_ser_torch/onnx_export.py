@@ -31,7 +31,7 @@ from torch import nn
 
 import edge_ser
 from edge_ser.classifier import Classifier
-from edge_ser.engine import sha256_of
+from edge_ser.integrity import sha256_of
 from edge_ser.errors import EdgeSerError
 from edge_ser.manifest import RUN_PRECISIONS, Exit, FileRef, Manifest, Segment
 from edge_ser.policy import calibrate

@@ -28,7 +28,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_ser.audio import encoder_input
-from edge_ser.engine import sha256_of
+from edge_ser.integrity import sha256_of
 from edge_ser.manifest import FileRef, Manifest, Segment
 
 STATIC_KINDS = ("encoder", "context")  # static QDQ, calibrated on the inputs the segment sees in the fp32 chain

@@ -69,9 +69,9 @@ def test_a_profile_is_bound_to_the_model_files_it_timed(tiny_export, tmp_path):
     impostor = tmp_path / "tiny"  # the same name, one file retrained (its bytes and hash changed)
     shutil.copytree(tiny_export, impostor)
     exit_file = impostor / "exit_03.onnx"
-    old = __import__("edge_ser.engine").engine.sha256_of(exit_file)
+    old = __import__("edge_ser.integrity").integrity.sha256_of(exit_file)
     exit_file.write_bytes(exit_file.read_bytes() + b"\0")
-    new = __import__("edge_ser.engine").engine.sha256_of(exit_file)
+    new = __import__("edge_ser.integrity").integrity.sha256_of(exit_file)
     (impostor / "manifest.yaml").write_text((impostor / "manifest.yaml").read_text().replace(old, new))
     with pytest.raises(EdgeSerError, match="timed other model files"):
         Classifier(impostor, profile=profile, shared_pool=False)
