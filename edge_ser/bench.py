@@ -32,6 +32,7 @@ class BenchOptions:
     precisions: tuple[str, ...] = ("fp32", "int8")
     seconds: tuple[float, ...] = (1.0, 3.0, 10.0)
     repeats: int = 5
+    public_keys: tuple[Path, ...] = ()  # a signed model: every Classifier (and probe process) checks it
 
     def __post_init__(self) -> None:
         if not self.precisions or not self.seconds:
@@ -87,7 +88,7 @@ PROBE = """
 import resource, sys, time
 import numpy as np
 from edge_ser import Classifier
-c = Classifier(sys.argv[1], precision=sys.argv[2])
+c = Classifier(sys.argv[1], precision=sys.argv[2], public_key=sys.argv[4:] or None)
 c.classify(np.zeros(48000, np.float32) + 0.01, 16000, exit=int(sys.argv[3]))
 done = time.time()
 try:
@@ -98,16 +99,16 @@ print(done, kb)
 """
 
 
-def process(model: Path, precision: str, layer: int) -> tuple[float, float]:
+def process(model: Path, precision: str, layer: int, public_keys: tuple[Path, ...] = ()) -> tuple[float, float]:
     """(ms from starting a Python process to its first result, peak resident MB) for one 3 s clip at `layer`."""
     began = time.time()
-    out = subprocess.run([sys.executable, "-c", PROBE, str(model), precision, str(layer)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", PROBE, str(model), precision, str(layer), *map(str, public_keys)], capture_output=True,
                          text=True, check=True, timeout=300).stdout.split()
     return 1000 * (float(out[0]) - began), float(out[1]) / 1024
 
 
-def load_times(model: Path, precision: str) -> dict:
-    classifier = Classifier(model, precision=precision)
+def load_times(model: Path, precision: str, public_keys: tuple[Path, ...] = ()) -> dict:
+    classifier = Classifier(model, precision=precision, public_key=public_keys or None)
     out = {}
     for segment in classifier.manifest.chain + [e.head for e in classifier.manifest.exits]:
         start = time.perf_counter()
@@ -158,19 +159,20 @@ def run_bench(options: BenchOptions) -> dict:
     report = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "device": device(),
               "model": str(options.model), "seconds": list(options.seconds),
               "repeats": options.repeats, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "precisions": {}}
-    first = Classifier(options.model)
+    keys = options.public_keys or None
+    first = Classifier(options.model, public_key=keys)
     steps = len(options.precisions) * ((options.repeats + 1) * len(options.seconds) * len(first.manifest.exits)
                                        + len(first.manifest.exits) + 3)
     bar = tqdm(total=steps, desc="bench", unit="step", file=sys.stderr, disable=not sys.stderr.isatty())
     for precision in options.precisions:
-        classifier = Classifier(options.model, precision=precision)
+        classifier = Classifier(options.model, precision=precision, public_key=keys)
         entry = {"latency": latency(classifier, options.seconds, options.repeats, lambda: bar.update())}
         entry["process"] = {}
         for e in classifier.manifest.exits:
-            cold_ms, peak_mb = process(options.model, precision, e.layer)
+            cold_ms, peak_mb = process(options.model, precision, e.layer, options.public_keys)
             entry["process"][str(e.layer)] = {"cold_start_ms": cold_ms, "peak_rss_mb": peak_mb}
             bar.update()
-        entry["load_ms"] = load_times(options.model, precision)
+        entry["load_ms"] = load_times(options.model, precision, options.public_keys)
         entry["budgets"] = budgets(classifier, options.repeats)
         bar.update()
         entry["streaming"] = streaming(classifier, options.repeats)

@@ -26,6 +26,7 @@ from .manifest import Exit, Manifest, Segment, load_manifest
 from .options import check_exit, check_optional_positive, check_positive, check_threads
 from .policy import StopRule, softmax
 from .profile import DeviceProfile, OnlineEstimate
+from .signing import KeyPaths, load_signed_manifest, require_files
 from .stream import Stream
 
 def _shipped_demo() -> Path:
@@ -111,6 +112,9 @@ class Classifier:
     window_seconds: longer audio is classified window by window, each window on its own budget.
     shared_pool: one onnxruntime thread pool for all segments (see Engine); False if the app runs
                other onnxruntime sessions in the same process.
+    public_key: a PEM file, a folder of them, or a list: the model must be signed by one of these keys
+               (`edge-ser sign`), and every file this run can open must match the signed manifest; both are
+               checked here, before anything is loaded (edge_ser.signing).
     """
 
     def __init__(
@@ -123,14 +127,18 @@ class Classifier:
         measure: str | None = None,
         window_seconds: float = 10.0,
         shared_pool: bool = True,
+        public_key: KeyPaths | None = None,
     ):
         threads = check_threads(threads)
         window_seconds = check_positive("window_seconds", window_seconds, 3600.0, " s")
         self.model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL
-        self.manifest: Manifest = load_manifest(self.model_dir)
+        self.manifest: Manifest = (load_manifest(self.model_dir) if public_key is None
+                                   else load_signed_manifest(self.model_dir, public_key))
         self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
         precision = precision or (self.profile.precision if self.profile else self.manifest.default_precision)
         self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
+        if public_key is not None:
+            require_files(self.model_dir, self.manifest, precision)
         if self.profile is not None:
             self.profile.check_fits(self.manifest.name, precision, self.manifest.fingerprint(precision),
                                     self.engine.providers)

@@ -45,9 +45,17 @@ def _exit_choice(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"--exit takes a layer number or 'auto', got {text!r}")
 
 
+def _add_public_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", action="append", type=Path, metavar="PEM",
+                   help="refuse the model unless its manifest is signed by this Ed25519 key (edge-ser sign) and every "
+                        "file matches it, checked before anything is loaded; a PEM file or a folder of them, "
+                        "repeatable: any one key suffices (README: Signed models)")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What classify and listen share: the model, its precision and the budgets."""
     p.add_argument("--model", type=Path, help="model directory (default: the shipped demo model)")
+    _add_public_key(p)
     p.add_argument("--budget", type=_typed(parse_duration_ms), metavar="TIME",
                    help="latency budget per clip, window or utterance, e.g. 50ms, 0.2s")
     p.add_argument("--memory", type=_typed(parse_size_mb), metavar="SIZE",
@@ -165,12 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model directory")
     i.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _add_public_key(i)
 
     v = sub.add_parser("verify", help="check every file of a model directory against its manifest's sha256",
                        description="Check the manifest and every file it lists, at every precision, before any run "
-                       "(a run checks a file only when it first opens it). Exit status 2 if any file is missing or "
-                       "modified.")
+                       "(a run checks a file only when it first opens it); with --public-key, first the manifest's "
+                       "signature. Exit status 2 if the signature or any file is missing or does not match.")
     v.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
+    _add_public_key(v)
+
+    sg = sub.add_parser("sign", help="sign a model directory's manifest with an Ed25519 private key",
+                        description="Write MODEL/manifest.yaml.sig, a detached Ed25519 signature of manifest.yaml "
+                        "(which pins every file by sha256), after checking every file against it. Make a key pair "
+                        "with: openssl genpkey -algorithm ed25519 -out private.pem && openssl pkey -in private.pem "
+                        "-pubout -out public.pem; devices run with --public-key public.pem. An encrypted key's "
+                        "passphrase is read from $EDGE_SER_KEY_PASSWORD.")
+    sg.add_argument("model", type=Path, help="model directory")
+    sg.add_argument("--key", type=Path, required=True, metavar="PEM", help="the Ed25519 private key (PEM)")
 
     be = sub.add_parser("bench", help="measure a model on this device: one shareable report",
                         description="Latency p50/p95 per exit and clip length, real-time factor, cold start, peak "
@@ -183,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, default=5, help="timed runs per exit and length (default 5)")
     be.add_argument("--out", type=Path, help="write the report as JSON here (and a PNG of latency beside it)")
     be.add_argument("--compare", nargs="+", type=Path, metavar="REPORT", help="print saved reports side by side")
+    _add_public_key(be)
 
     k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile",
                        description="Time every segment and exit head at several clip lengths on this device, fit "
@@ -200,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--repeats", type=int, default=5, help="timed runs per clip length (default 5)")
     k.add_argument("--provider", action="append", metavar="NAME",
                    help="onnxruntime execution provider, repeatable, as for classify")
+    _add_public_key(k)
 
     t = sub.add_parser("train", help="[train extra] train a self-distilled model from a YAML config")
     t.add_argument("config", type=Path, help="experiment YAML (see configs/)")
@@ -307,7 +328,8 @@ def build_classifier(args):
 
     profile = _default_profile(args)  # before args.precision is read: it may fix it
     return Classifier(args.model, profile=profile, precision=args.precision, threads=args.threads,
-                      providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0))
+                      providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0),
+                      public_key=args.public_key)
 
 
 def cmd_listen(args) -> int:
@@ -382,12 +404,19 @@ def cmd_classify(args) -> int:
     return 2 if failures == len(files) else 1 if failures else 0
 
 
+def _manifest(directory: Path, public_key: list[Path] | None):
+    """The manifest, through its signature when a public key is given."""
+    from .manifest import load_manifest
+    from .signing import load_signed_manifest
+
+    return load_manifest(directory) if public_key is None else load_signed_manifest(directory, public_key)
+
+
 def cmd_info(args) -> int:
     from .classifier import DEFAULT_MODEL
-    from .manifest import load_manifest
 
     directory = args.model or DEFAULT_MODEL
-    manifest = load_manifest(directory)
+    manifest = _manifest(directory, args.public_key)
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=1))
         return 0
@@ -425,16 +454,29 @@ def cmd_info(args) -> int:
 def cmd_verify(args) -> int:
     from .classifier import DEFAULT_MODEL
     from .integrity import verify_files
-    from .manifest import load_manifest
+    from .signing import SIGNATURE_NAME
 
     directory = args.model or DEFAULT_MODEL
-    checked = verify_files(directory, load_manifest(directory))
+    manifest = _manifest(directory, args.public_key)
+    if args.public_key:
+        print(f"ok  manifest.yaml: signed by a trusted key ({SIGNATURE_NAME})")
+    elif (directory / SIGNATURE_NAME).is_file():
+        print(f"--  manifest.yaml: {SIGNATURE_NAME} is there but not checked (give --public-key to check it)")
+    checked = verify_files(directory, manifest)
     for file, problem in checked:
         print(f"{'ok ' if problem is None else 'BAD'} {file}" + (f": {problem}" if problem else ""))
     bad = [file for file, problem in checked if problem]
     if bad:
         raise CliError(f"{directory}: {len(bad)} of {len(checked)} file(s) missing or modified: {', '.join(bad)}")
-    print(f"{directory}: all {len(checked)} files match the manifest")
+    print(f"{directory}: all {len(checked)} files match the {'signed ' if args.public_key else ''}manifest")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from .signing import sign_model
+
+    path, key = sign_model(args.model, args.key)
+    print(f"wrote {path} (key {key}); devices check it with --public-key and the matching public key")
     return 0
 
 
@@ -456,7 +498,8 @@ def cmd_bench(args) -> int:
     if unknown:
         raise CliError(f"--precision: unknown {', '.join(unknown)}; choose from {', '.join(RUN_PRECISIONS)}")
     seconds = _numbers(args.seconds, "--seconds")
-    report = run_bench(BenchOptions(args.model or DEFAULT_MODEL, precisions, seconds, args.repeats))
+    report = run_bench(BenchOptions(args.model or DEFAULT_MODEL, precisions, seconds, args.repeats,
+                                    tuple(args.public_key or ())))
     print(markdown([report]))
     if args.out:
         save(report, args.out)
@@ -472,7 +515,8 @@ def cmd_calibrate(args) -> int:
 
     directory = args.model or DEFAULT_MODEL
     seconds = _numbers(args.seconds, "--seconds")
-    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider)
+    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider,
+                            public_key=args.public_key)
 
     def progress(done, total):
         print(f"\rcalibrating {done}/{total}", end="", file=sys.stderr, flush=True)
@@ -489,7 +533,7 @@ def cmd_calibrate(args) -> int:
 # ---- dispatch -----------------------------------------------------------------------------
 
 DEVICE_COMMANDS = {"classify": cmd_classify, "listen": cmd_listen, "serve": cmd_serve, "info": cmd_info, "verify": cmd_verify,
-                   "calibrate": cmd_calibrate, "bench": cmd_bench}
+                   "calibrate": cmd_calibrate, "bench": cmd_bench, "sign": cmd_sign}
 
 
 def _torch_command(name: str):

@@ -163,14 +163,35 @@ def _check_inside(directory: Path, segments: list[Segment]) -> None:
                 raise ManifestError(f"{directory}: file {ref.file!r} of segment {seg.name!r} lies outside the model directory")
 
 
-def load_manifest(directory: str | Path) -> Manifest:
-    """Read and validate `directory`/manifest.yaml (structure and paths; hashes are checked on open)."""
+MAX_MANIFEST_BYTES = 4 * 2**20  # a manifest is a few KiB: a larger file is refused before it is read whole
+
+
+def read_manifest_bytes(directory: str | Path) -> bytes:
+    """DIRECTORY/manifest.yaml's bytes, read once (a signature is checked on them, then they are parsed)."""
+    path = Path(directory) / "manifest.yaml"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise ManifestError(f"{directory}: not a model directory (no manifest.yaml)") from None
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror or err})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: over {MAX_MANIFEST_BYTES // 2**20} MiB; not a manifest")
+    return data
+
+
+def load_manifest(directory: str | Path, data: bytes | None = None) -> Manifest:
+    """Read and validate `directory`/manifest.yaml (structure and paths; hashes are checked on open), or parse
+    `data`, its bytes as already read (edge_ser.signing checks a signature on them first)."""
     directory = Path(directory)
     path = directory / "manifest.yaml"
-    if not path.is_file():
-        raise ManifestError(f"{directory}: not a model directory (no manifest.yaml)")
+    if data is None:
+        data = read_manifest_bytes(directory)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text; not a manifest") from None
     except yaml.YAMLError as err:
         raise ManifestError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):

@@ -109,3 +109,187 @@ def test_a_file_swapped_between_its_check_and_its_load_never_runs(model, monkeyp
     with pytest.raises(ManifestError, match="exit_03.onnx: .*refusing a modified model file"):  # caught on a new load
         Classifier(model, precision="fp32", shared_pool=False).exit_probabilities(CLIP)
 
+
+
+# ---- signed models ------------------------------------------------------------------------------------------
+
+def _key_pair(folder, name="device"):
+    """An Ed25519 key pair as PEM files, made by openssl as the README says (pyca where openssl is missing)."""
+    import subprocess
+
+    private, public = folder / f"{name}.key", folder / f"{name}.pem"
+    if shutil.which("openssl"):
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+        subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+    else:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        key = Ed25519PrivateKey.generate()
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.fixture
+def keys(tmp_path):
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    return _key_pair(folder)
+
+
+def test_a_signed_model_runs_with_its_public_key_and_openssl_agrees(model, keys):
+    import subprocess
+
+    from edge_ser.signing import SIGNATURE_NAME, sign_model
+
+    private, public = keys
+    signature, key_id = sign_model(model, private)
+    assert signature == model / SIGNATURE_NAME and signature.stat().st_size == 64 and len(key_id) == 16
+    c = Classifier(model, public_key=public, shared_pool=False)
+    assert c.classify(CLIP, 16000, exit=3).exit_layer == 3
+    assert Classifier(model, public_key=public.parent, shared_pool=False).manifest.name == "demo"  # a folder of keys
+    if shutil.which("openssl"):  # the signature is plain Ed25519 over the manifest's bytes: no edge-ser needed
+        done = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", public, "-rawin", "-in",
+                               model / "manifest.yaml", "-sigfile", signature], capture_output=True, text=True)
+        assert done.returncode == 0 and "Verified Successfully" in done.stdout
+
+
+def test_any_trusted_key_is_enough_which_is_how_keys_rotate(model, tmp_path, keys):
+    from edge_ser.signing import sign_model
+
+    old_private, old_public = keys
+    new_private, new_public = _key_pair(tmp_path / "keys", "next")
+    sign_model(model, new_private)  # the new key signs; devices trust old and new
+    assert Classifier(model, public_key=[old_public, new_public], shared_pool=False).manifest.name == "demo"
+    assert Classifier(model, public_key=tmp_path / "keys", shared_pool=False).manifest.name == "demo"
+    with pytest.raises(ManifestError, match="matches none of the 1 trusted public key"):
+        Classifier(model, public_key=old_public, shared_pool=False)  # a device that only has the old key
+
+
+def _opened_nothing(monkeypatch):
+    """Fail the test if any onnxruntime session is made: refusals must come before anything is loaded."""
+    from edge_ser.engine import Engine
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model file was loaded before the model was trusted")
+
+    monkeypatch.setattr(Engine, "open_session", refuse)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unsigned", "the model is not signed"),
+    ("wrong key", "matches none of the 1 trusted public key"),
+    ("changed manifest", "matches none of the 1 trusted public key"),
+    ("changed file", r"1 file\(s\) do not match the signed manifest: blocks_08_10.int8.onnx \(sha256"),
+    ("missing file", r"do not match the signed manifest: exit_12.onnx \(missing\)"),
+    ("short signature", "63 bytes; an Ed25519 signature is 64"),
+    ("changed signature", "matches none of the 1 trusted public key"),
+])
+def test_every_untrusted_model_is_refused_in_one_line_before_anything_is_loaded(model, tmp_path, keys, case, message,
+                                                                               monkeypatch):
+    from edge_ser.signing import SIGNATURE_NAME, sign_model
+
+    private, public = keys
+    if case != "unsigned":
+        sign_model(model, private)
+    if case == "wrong key":
+        _, public = _key_pair(tmp_path / "keys", "other")
+    elif case == "changed manifest":  # a one-word change an attacker would make: another default precision
+        text = (model / "manifest.yaml").read_text()
+        (model / "manifest.yaml").write_text(text.replace("default_precision: int8", "default_precision: fp32"))
+    elif case == "changed file":
+        data = bytearray((model / "blocks_08_10.int8.onnx").read_bytes())
+        data[100] ^= 1
+        (model / "blocks_08_10.int8.onnx").write_bytes(bytes(data))
+    elif case == "missing file":
+        (model / "exit_12.onnx").unlink()
+    elif case == "short signature":
+        (model / SIGNATURE_NAME).write_bytes((model / SIGNATURE_NAME).read_bytes()[:63])
+    elif case == "changed signature":
+        sig = bytearray((model / SIGNATURE_NAME).read_bytes())
+        sig[0] ^= 1
+        (model / SIGNATURE_NAME).write_bytes(bytes(sig))
+    _opened_nothing(monkeypatch)
+    with pytest.raises(ManifestError, match=message) as refused:
+        Classifier(model, precision="int8", public_key=public, shared_pool=False)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read the public key"),
+    (b"not a key", "not a PEM public key"),
+    (b"x" * 70_000, "not a public key .over 64 KiB"),
+    ("rsa", "an RSA public key; edge-ser signatures are Ed25519"),
+])
+def test_a_bad_public_key_is_one_line_naming_the_file(model, tmp_path, content, message):
+    key = tmp_path / "public.pem"
+    if content == "rsa":
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        content = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if content is not None:
+        key.write_bytes(content)
+    with pytest.raises(ManifestError, match=f"{key}: {message}"):
+        Classifier(model, public_key=key, shared_pool=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match="no public keys"):
+        Classifier(model, public_key=tmp_path / "empty", shared_pool=False)
+
+
+def test_sign_refuses_a_model_whose_files_do_not_match_and_a_key_that_is_not_ed25519(model, tmp_path, keys):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from edge_ser.signing import SIGNATURE_NAME, sign_model
+
+    (model / "exit_03.onnx").write_bytes(b"\0")
+    with pytest.raises(ManifestError, match=r"not signing a model whose files do not match.*exit_03.onnx"):
+        sign_model(model, keys[0])
+    assert not (model / SIGNATURE_NAME).exists()
+    ec_key = tmp_path / "ec.key"
+    ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(ManifestError, match=r"ec.key: an EC \(ECDSA\) private key; edge-ser signs with Ed25519"):
+        sign_model(model, ec_key)
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edge_ser.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_commands_sign_verify_and_refuse_with_one_line(model, tmp_path, keys):
+    private, public = keys
+    sample = DEFAULT_MODEL / "samples" / "easy_high-rising.wav"
+    unsigned = _cli("classify", sample, "--model", model, "--public-key", public, "--json")
+    assert unsigned.returncode == 2 and unsigned.stdout == ""
+    assert unsigned.stderr.strip().count("\n") == 0 and "the model is not signed" in unsigned.stderr
+
+    signed = _cli("sign", model, "--key", private)
+    assert signed.returncode == 0 and "wrote" in signed.stdout and "manifest.yaml.sig" in signed.stdout
+    verified = _cli("verify", model, "--public-key", public)
+    assert verified.returncode == 0 and "signed by a trusted key" in verified.stdout
+    assert "all 16 files match the signed manifest" in verified.stdout
+    assert "not checked" in _cli("verify", model).stdout  # a signature there, no key given: said, not claimed
+    assert _cli("classify", sample, "--model", model, "--public-key", public, "--json").returncode == 0
+    assert _cli("info", model, "--public-key", public).returncode == 0
+
+    (model / "encoder.int8.onnx").write_bytes(b"\0" * 10)  # the file the default (int8) run opens first
+    for command in (["classify", sample, "--model", model], ["info", model], ["verify", model],
+                    ["calibrate", model, "--repeats", "1"], ["bench", "--model", model, "--repeats", "1"]):
+        done = _cli(*command, "--public-key", public)
+        refused = "do not match the signed manifest" in done.stderr or "missing or modified" in done.stderr
+        if command[0] == "info":  # info reads the manifest only: its signature still holds
+            assert done.returncode == 0, done.stderr
+            continue
+        assert done.returncode == 2 and refused and "Traceback" not in done.stderr, (command, done.stderr)
+    wrong = _cli("verify", model, "--public-key", private)  # the private key where the public one belongs
+    assert wrong.returncode == 2 and "not a PEM public key" in wrong.stderr
