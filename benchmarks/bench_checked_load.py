@@ -5,7 +5,9 @@ the checked bytes (read once, hash, build the session from those bytes: the fall
 
 Per model and precision, every file a run at that precision opens is opened each way, interleaved, with the
 engine's session options; and the growth of the peak resident memory of a fresh process that opens them all
-each way (three rounds, the ways interleaved).
+each way (three rounds, the ways interleaved). Beside them, what a signed model adds before its first load:
+hashing every file the run can open up front (edge_ser.signing.require_files; the signature itself is one
+Ed25519 check of a few KiB).
 
     python benchmarks/bench_checked_load.py [--base benchmarks/.cache/base-stream] [--repeats 5]
 
@@ -61,7 +63,7 @@ def peak_mb(model: Path, precision: str, way: str) -> float:
 def measure(model: Path, precision: str, repeats: int) -> dict:
     from edge_ser.engine import Engine
     import edge_ser.integrity
-    from edge_ser.integrity import checked_model, model_files, sha256_of
+    from edge_ser.integrity import checked_model, model_files, sha256_of, verify_files
     from edge_ser.manifest import load_manifest
 
     manifest = load_manifest(model)
@@ -93,7 +95,9 @@ def measure(model: Path, precision: str, repeats: int) -> dict:
     for _ in range(3):
         for way in WAYS:
             peaks[way].append(peak_mb(model, precision, way))
-    row = {"files": len(files), "megabytes": sum(r.bytes for r in files) / 1e6}
+    upfront = interleaved({"check": lambda: verify_files(model, manifest, precision)}, 3, warmup=1)["check"]
+    row = {"files": len(files), "megabytes": sum(r.bytes for r in files) / 1e6,
+           "signed_upfront_check_ms": float(np.median(upfront))}  # what a signed model adds before its first load
     for way in WAYS:
         row[f"{way}_ms"] = float(np.median(times[way]))
         row[f"{way}_peak_mb"] = float(np.median(peaks[way]))

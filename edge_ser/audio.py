@@ -114,14 +114,36 @@ def as_float(samples: np.ndarray, what: str = "audio") -> np.ndarray:
     return out
 
 
+MAX_CHANNELS = 8  # what a caller's array, a stream or a service client may carry
+
+
+def to_mono(samples: object, what: str = "audio") -> np.ndarray:
+    """Caller-supplied samples as mono float32: (n,) as they are; (n, c) as soundfile reads them and (c, n) as
+    torchaudio and librosa give them, averaged after scaling (the mean of int16 channels would leave PCM
+    unscaled), where the layout is unambiguous: one axis holds 1-8 channels and the other more samples. Anything
+    else is refused in one line that gives the shape and what is expected, never read the wrong way round (a
+    (2, 32000) clip read as 2 samples of 32,000 channels)."""
+    array = np.asarray(samples)
+    if array.ndim == 1:
+        return as_float(array, what)
+    expected = (f"mono samples (n,), samples x channels (n, c) as soundfile reads them, or channels x samples (c, n) "
+                f"as torchaudio and librosa give them, with 1-{MAX_CHANNELS} channels")
+    if array.ndim != 2:
+        raise AudioError(f"{what} of shape {array.shape}: expected {expected}")
+    rows, columns = array.shape
+    if columns <= MAX_CHANNELS and (rows > columns or columns == 1):
+        axis = 1  # channels last
+    elif rows <= MAX_CHANNELS and (columns > rows or rows == 1):
+        axis = 0  # channels first
+    else:
+        raise AudioError(f"{what} of shape {array.shape} is {'ambiguous' if max(rows, columns) <= MAX_CHANNELS else 'not a layout of 1-8 channels'}: "
+                         f"expected {expected}")
+    return as_float(array, what).mean(axis=axis, dtype=np.float32)
+
+
 def check_samples(audio: np.ndarray, sample_rate: int, min_samples: int) -> np.ndarray:
-    """Validate caller-supplied samples: 1-D (or 2-D channels-last, averaged after scaling), finite, long enough."""
-    audio = np.asarray(audio)
-    if audio.ndim not in (1, 2):
-        raise AudioError(f"audio must be 1-D samples (or samples x channels), got shape {audio.shape}")
-    audio = as_float(audio)  # before averaging: the mean of int16 channels would leave PCM unscaled
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
+    """Validate caller-supplied samples: mono or channels either way round (to_mono), finite, long enough."""
+    audio = to_mono(audio)
     if audio.size < min_samples:
         raise AudioError(
             f"clip too short: {1000 * audio.size / sample_rate:.0f} ms; the model needs at least "

@@ -179,7 +179,24 @@ def run_bench(options: BenchOptions) -> dict:
         bar.update(2)
         report["precisions"][precision] = entry
     bar.close()
+    report["precision"] = precision_report(first, report)
     return report
+
+
+def precision_report(classifier: Classifier, report: dict) -> dict:
+    """Which precision runs on this device and why (edge_ser.precision), beside what this bench measured: the
+    fastest verified precision at full depth on the longest clip it timed."""
+    from .precision import device_choice, fastest, verified_precisions
+
+    verified = verified_precisions(classifier.manifest)
+    last = str(classifier.manifest.exits[-1].layer)
+    length = max(report["seconds"])
+    measured = {p: e["latency"][last][f"{length:g}"]["p50_ms"] for p, e in report["precisions"].items() if p in verified}
+    choice = device_choice(classifier.model_dir, classifier.manifest)
+    return {"runs_at": classifier.engine.precision, "chosen_by": classifier.precision_source,
+            "manifest_default": classifier.manifest.default_precision, "verified": verified,
+            "device_choice_ms": choice.full_depth_ms if choice else None,
+            "fastest_benched": fastest(measured) if measured else None, "benched_seconds": length}
 
 
 def markdown(reports: list[dict]) -> str:
@@ -190,6 +207,8 @@ def markdown(reports: list[dict]) -> str:
         lines.append(f"**[{i + 1}]** {d['cpu']}, {d['cores']} cores, {d['memory_gb']} GB, {d['os']} {d['machine']}, "
                      f"Python {d['python']}, onnxruntime {d['onnxruntime']} ({', '.join(d['providers'])}); "
                      f"features: {', '.join(d['features']) or 'none listed'}; model {Path(r['model']).name}; {r['date']}")
+        if r.get("precision"):
+            lines.append(f"  {precision_line(r['precision'])}")
     precisions = sorted({p for r in reports for p in r["precisions"]})
     for precision in precisions:
         lines += ["", f"### {precision}", "",
@@ -209,6 +228,16 @@ def markdown(reports: list[dict]) -> str:
                 lines.append(f"| [{i + 1}] | {layer} | " + " | ".join(cells) + f" | {proc['cold_start_ms']:.0f} | "
                              f"{proc['peak_rss_mb']:.0f} | {stream_cell} | {100 * budget.get('met', 0):.0f}% |")
     return "\n".join(lines)
+
+
+WHY = {"asked": "asked for", "profile": "the device profile's", "device": "this device's choice (edge-ser calibrate)",
+       "manifest": "the export machine's default (no edge-ser calibrate here yet)"}
+
+
+def precision_line(p: dict) -> str:
+    benched = (f"; fastest verified precision benched here at full depth on {p['benched_seconds']:g} s: "
+               f"{p['fastest_benched']}" if p.get("fastest_benched") else "")
+    return f"runs at {p['runs_at']}: {WHY.get(p['chosen_by'], p['chosen_by'])}{benched}"
 
 
 def plot(report: dict, path: Path) -> Path | None:

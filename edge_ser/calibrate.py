@@ -14,7 +14,20 @@ import psutil
 
 from .classifier import Classifier
 from .options import OptionError, check_positive
+from .precision import DeviceChoice
 from .profile import DeviceProfile, fit_cost
+
+
+def check_calibration(seconds: tuple[float, ...], repeats: int, quantile: float = 0.99) -> tuple[float, ...]:
+    """The calibration's settings, checked before any work (the CLI calls it first): the clip lengths."""
+    if not seconds:
+        raise OptionError("seconds must list at least one clip length")
+    seconds = tuple(check_positive("each clip length in seconds", s, 600.0, " s") for s in seconds)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 1000:
+        raise OptionError(f"repeats must be a whole number from 1 to 1000, got {repeats!r}")
+    if not 0.5 <= quantile <= 1.0:
+        raise OptionError(f"quantile must lie in [0.5, 1], got {quantile!r}")
+    return seconds
 
 
 def calibrate_profile(
@@ -24,13 +37,7 @@ def calibrate_profile(
     quantile: float = 0.99,
     progress=None,
 ) -> DeviceProfile:
-    if not seconds:
-        raise OptionError("seconds must list at least one clip length")
-    seconds = tuple(check_positive("each clip length in seconds", s, 600.0, " s") for s in seconds)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 1000:
-        raise OptionError(f"repeats must be a whole number from 1 to 1000, got {repeats!r}")
-    if not 0.5 <= quantile <= 1.0:
-        raise OptionError(f"quantile must lie in [0.5, 1], got {quantile!r}")
+    seconds = check_calibration(seconds, repeats, quantile)
     manifest = classifier.manifest
     engine = classifier.engine
     process = psutil.Process()
@@ -99,11 +106,13 @@ def time_segments(
     return timings, prep
 
 
-def time_full_depth(model_dir, precisions: list[str], seconds: float = 3.0, rounds: int = 5) -> dict[str, float]:
+def time_full_depth(model_dir, precisions: list[str], seconds: float = 3.0, rounds: int = 5, **classifier_options
+                    ) -> dict[str, float]:
     """Median ms of a run through every exit of a noise clip, per precision, the precisions interleaved so that
-    a load burst on a shared machine hits them all alike; the first round warms the sessions up. Run it in a
-    process of its own: it uses the process-wide thread pool, as a device app does."""
-    classifiers = {p: Classifier(model_dir, precision=p) for p in precisions}
+    a load burst on a shared machine hits them all alike; the first round warms the sessions up. It uses the
+    process-wide thread pool, as a device app does (the export runs it in a process of its own for that).
+    classifier_options: threads, providers, public_key, as the runs will use them."""
+    classifiers = {p: Classifier(model_dir, precision=p, **classifier_options) for p in precisions}
     rate = next(iter(classifiers.values())).manifest.sample_rate
     clip = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * rate))).astype(np.float32)
     times: dict[str, list[float]] = {p: [] for p in precisions}
@@ -123,3 +132,18 @@ def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 
         row = "".join(f"{cost.predict_ms(s, high=False):>12.2f}" for s in seconds)
         lines.append(f"{name:<16}{row}{100 * cost.fit_error:>8.1f}%{cost.high_ratio:>8.2f}{cost.memory_mb:>8.1f}")
     return "\n".join(lines)
+
+
+def choose_precision(model_dir, classifier_options: dict, rounds: int = 5) -> DeviceChoice:
+    """Time every precision the manifest's accuracy rule allows, here, at full depth on a 3 s clip, and choose
+    the fastest (edge_ser.precision): what the export machine chose is not what this device runs fastest."""
+    from .precision import DeviceChoice, fastest, max_precision_loss, verified_precisions
+
+    first = Classifier(model_dir, precision="fp32", **classifier_options)
+    manifest = first.manifest
+    candidates = verified_precisions(manifest)
+    ms = time_full_depth(model_dir, candidates, rounds=rounds, **classifier_options)
+    return DeviceChoice(model=manifest.name, precision=fastest(ms),
+                        fingerprints={p: manifest.fingerprint(p) for p in candidates}, full_depth_ms=ms,
+                        max_precision_loss=max_precision_loss(manifest), threads=first.engine.threads,
+                        providers=list(first.engine.providers))

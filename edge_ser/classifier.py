@@ -25,6 +25,7 @@ from .errors import BudgetError
 from .manifest import Exit, Manifest, Segment, load_manifest
 from .options import check_exit, check_optional_positive, check_positive, check_threads
 from .policy import StopRule, softmax
+from .precision import run_precision
 from .profile import DeviceProfile, OnlineEstimate
 from .signing import KeyPaths, load_signed_manifest, require_files
 from .stream import Stream
@@ -106,8 +107,8 @@ class Classifier:
     profile:   a device profile YAML from `edge-ser calibrate` (or a DeviceProfile); without one,
                budgets are planned from this process's own measurements and flagged as estimates.
     precision: fp32, int8 or int8-blocks (where the model ships int8 files); None: the profile's
-               precision if a profile is given, else the model's default_precision (the fastest
-               variant its export verified; fp32 if it has none).
+               precision if a profile is given, else the device's choice (MODEL/device.yaml, written
+               by `edge-ser calibrate`), else the model's default_precision (edge_ser.precision).
     measure:   the adaptive stop rule: max_prob (default), entropy or patience.
     window_seconds: longer audio is classified window by window, each window on its own budget.
     shared_pool: one onnxruntime thread pool for all segments (see Engine); False if the app runs
@@ -135,7 +136,8 @@ class Classifier:
         self.manifest: Manifest = (load_manifest(self.model_dir) if public_key is None
                                    else load_signed_manifest(self.model_dir, public_key))
         self.profile = DeviceProfile.load(profile) if isinstance(profile, (str, Path)) else profile
-        precision = precision or (self.profile.precision if self.profile else self.manifest.default_precision)
+        precision, self.precision_source = run_precision(self.model_dir, self.manifest, precision,
+                                                         self.profile.precision if self.profile else None)
         self.engine = Engine(self.model_dir, self.manifest, precision, threads, providers, shared_pool)
         if public_key is not None:
             require_files(self.model_dir, self.manifest, precision)

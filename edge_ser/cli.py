@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .listen import PCM_FORMATS, endpoint_options
 from .manifest import RUN_PRECISIONS
+from .options import check_output_file, check_output_folder
 from .units import parse_duration_ms, parse_rate, parse_seconds, parse_size_mb
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
@@ -35,6 +36,11 @@ def _typed(parse):
 
     convert.__name__ = parse.__name__
     return convert
+
+
+def _path_to(check):
+    """An argparse type: a Path that `check` (options.check_output_*) accepts, refused at parse time otherwise."""
+    return _typed(lambda text: Path(check(Path(text), "")))
 
 
 def _exit_choice(text: str) -> int | str:
@@ -66,8 +72,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="adaptive stop rule (default: the model's, max_prob)")
     p.add_argument("--precision", choices=list(RUN_PRECISIONS),
                    help="fp32; int8: quantized encoder, context and blocks; int8-blocks: only the blocks quantized "
-                        "(default: the --profile's precision, else the model's default_precision, the fastest "
-                        "variant its export verified)")
+                        "(default: the --profile's precision, else this device's choice from edge-ser calibrate "
+                        "(MODEL/device.yaml), else the model's default_precision, chosen on the export machine)")
     p.add_argument("--profile", type=Path, help="device profile YAML (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others, if present)")
     p.add_argument("--strict", action="store_true", help="refuse when not even the first exit fits (classify and "
@@ -200,20 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--precision", default="fp32,int8", help="comma-separated precisions (default fp32,int8)")
     be.add_argument("--seconds", default="1,3,10", help="clip lengths, comma-separated (default 1,3,10)")
     be.add_argument("--repeats", type=int, default=5, help="timed runs per exit and length (default 5)")
-    be.add_argument("--out", type=Path, help="write the report as JSON here (and a PNG of latency beside it)")
+    be.add_argument("--out", type=_path_to(check_output_file), help="write the report as JSON here (and a PNG of latency beside it)")
     be.add_argument("--compare", nargs="+", type=Path, metavar="REPORT", help="print saved reports side by side")
     _add_public_key(be)
 
     k = sub.add_parser("calibrate", help="measure each segment on this device and write a device profile",
-                       description="Time every segment and exit head at several clip lengths on this device, fit "
-                       "latency = a + b*s + c*s^2 per segment (the fit error is printed), record the memory each "
-                       "segment adds, and write a YAML profile that classify uses to plan budgets.")
+                       description="Without --precision, first time every precision the manifest's accuracy rule "
+                       "allows (dev UAR within max_precision_loss of fp32 at every exit) at full depth, and write the "
+                       "fastest on this device to MODEL/device.yaml. Then time every segment and exit head at several "
+                       "clip lengths, fit latency = a + b*s + c*s^2 per segment (the fit error is printed), record the "
+                       "memory each segment adds, and write a YAML profile that classify uses to plan budgets.")
     k.add_argument("model", nargs="?", type=Path, help="model directory (default: the demo model)")
-    k.add_argument("--out", type=Path, help="profile path (default: MODEL/profile.yaml for fp32, "
+    k.add_argument("--out", type=_path_to(check_output_file), help="profile path (default: MODEL/profile.yaml for fp32, "
                    "MODEL/profile.PRECISION.yaml for the others)")
     k.add_argument("--precision", choices=list(RUN_PRECISIONS),
-                   help="the variant to time; calibrate each precision you will run (default: the model's "
-                        "default_precision)")
+                   help="profile this variant only (default: time every variant within the manifest's accuracy "
+                        "rule, write the fastest to MODEL/device.yaml for classify, listen and serve to follow, "
+                        "and profile it)")
     k.add_argument("--threads", type=int, default=0, help="onnxruntime threads, as classify will use them "
                    "(default: one per core)")
     k.add_argument("--seconds", default="1,2,4,8,12", help="clip lengths to time, comma-separated (default 1,2,4,8,12)")
@@ -226,20 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", type=Path, help="experiment YAML (see configs/)")
     t.add_argument("--stage", choices=["both", "select", "final"], default="both",
                    help="select: train -> pick the epoch on dev; final: train+dev -> test; both (default)")
-    t.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+    t.add_argument("--out-dir", type=_path_to(check_output_folder), help="override the config's out_dir")
     t.add_argument("--device", help="override the config's train.device (cpu, cuda, cuda:1, ...)")
 
     e = sub.add_parser("evaluate", help="[train extra] UAR per exit, fusion and confusion of a checkpoint")
     e.add_argument("checkpoint", type=Path, help="a .pt checkpoint written by train")
     e.add_argument("--split", choices=["train", "dev", "test"], default="test")
     e.add_argument("--manifest", type=Path, help="corpus CSV (default: the one in the checkpoint's config)")
-    e.add_argument("--out", type=Path, help="write the evaluation JSON here")
+    e.add_argument("--out", type=_path_to(check_output_file), help="write the evaluation JSON here")
 
     x = sub.add_parser("export", help="[train extra] cut a checkpoint into ONNX segments + manifest.yaml")
     x.add_argument("checkpoint", type=Path, nargs="?", help="trained checkpoint (.pt); omit with --base")
     x.add_argument("--base", help="untrained export from a local HF checkpoint dir, or 'base'/'tiny' for a "
                                   "random wav2vec2 of that size (latency work before training)")
-    x.add_argument("--out", type=Path, required=True, help="model directory to write")
+    x.add_argument("--out", type=_path_to(check_output_folder), required=True, help="model directory to write")
     x.add_argument("--name", help="model name in the manifest (default: the out folder's name)")
     x.add_argument("--manifest", type=Path, help="corpus CSV for int8 calibration, accuracy and exit thresholds "
                                                  "(default: the checkpoint's)")
@@ -257,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--labels", default=None, help="comma-separated labels for an untrained export")
 
     g = sub.add_parser("corpus", help="[train extra] write the synthetic style corpus (not emotions)")
-    g.add_argument("out", type=Path, help="folder to write wav/ and manifest.csv into")
+    g.add_argument("out", type=_path_to(check_output_folder), help="folder to write wav/ and manifest.csv into")
     g.add_argument("--speakers", type=int, help="synthetic speakers (default 24)")
     g.add_argument("--dev-speakers", type=int, help="of those, held out for dev (default 4)")
     g.add_argument("--test-speakers", type=int, help="of those, held out for test (default 4)")
@@ -270,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("baselines", help="[train extra] the paper's Table 2: baselines and exits, markdown + JSON")
     b.add_argument("config", type=Path, help="experiment YAML; every row uses its data and training settings")
-    b.add_argument("--out-dir", type=Path, help="override the config's out_dir")
+    b.add_argument("--out-dir", type=_path_to(check_output_folder), help="override the config's out_dir")
     b.add_argument("--device", help="override the config's train.device (cpu, cuda, cuda:1, ...)")
     b.add_argument("--layers", default=None, help="layers for the truncation and single-exit sweeps (default all)")
     b.add_argument("--skip", default="", help="comma-separated: truncated,distill,single_exit,self_distilled")
@@ -300,10 +309,11 @@ def _default_profile(args) -> Path | None:
         return args.profile
     from .classifier import DEFAULT_MODEL
     from .manifest import load_manifest
+    from .precision import run_precision
     from .profile import default_profile_path
 
     model = args.model or DEFAULT_MODEL
-    args.precision = args.precision or load_manifest(model).default_precision
+    args.precision = run_precision(model, load_manifest(model), args.precision)[0]
     candidate = default_profile_path(model, args.precision)
     return candidate if candidate.is_file() else None
 
@@ -428,6 +438,13 @@ def cmd_info(args) -> int:
     print(f"  precisions  {', '.join(['fp32'] + [p for p in manifest.precisions if p != 'fp32'])} "
           f"(dev UAR per exit below, measured on the exported files); default {manifest.default_precision}")
     print("  chain       " + " -> ".join(s.name for s in manifest.chain))
+    from .precision import device_choice
+
+    choice = device_choice(directory, manifest)
+    if choice is not None:
+        timed = ", ".join(f"{p} {ms:.1f} ms" for p, ms in choice.full_depth_ms.items())
+        print(f"  on device   {choice.precision}: the fastest verified precision here ({timed} at full depth, "
+              f"3 s clip; edge-ser calibrate, {choice.date})")
     dev_int8 = manifest.precisions.get("int8", {}).get("dev_uar", {})
     dev_blocks = manifest.precisions.get("int8-blocks", {}).get("dev_uar", {})
     print(f"  {'exit':>4} {'path params':>12} {'dev UAR':>8} {'test UAR':>8} {'int8 dev':>8} {'int8-blk':>8}  files")
@@ -509,24 +526,37 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate_profile, describe_profile
+    from .calibrate import calibrate_profile, check_calibration, choose_precision, describe_profile
     from .classifier import DEFAULT_MODEL, Classifier
+    from .precision import choice_path
     from .profile import default_profile_path
 
     directory = args.model or DEFAULT_MODEL
-    seconds = _numbers(args.seconds, "--seconds")
-    classifier = Classifier(directory, precision=args.precision, threads=args.threads, providers=args.provider,
-                            public_key=args.public_key)
+    seconds = check_calibration(_numbers(args.seconds, "--seconds"), args.repeats)
+    options = {"threads": args.threads, "providers": args.provider, "public_key": args.public_key}
+    choice = None
+    if args.precision is None:  # choose this device's precision first, then profile it
+        check_output_file(choice_path(directory), "the precision choice")  # before minutes of work, not after
+        print("timing every verified precision at full depth ...", file=sys.stderr)
+        choice = choose_precision(directory, options)
+    classifier = Classifier(directory, precision=args.precision or choice.precision, **options)
+    out = args.out or default_profile_path(directory, classifier.engine.precision)
+    check_output_file(out, "the profile")
 
     def progress(done, total):
         print(f"\rcalibrating {done}/{total}", end="", file=sys.stderr, flush=True)
 
     profile = calibrate_profile(classifier, seconds, args.repeats, progress=progress)
     print(file=sys.stderr)
-    out = args.out or default_profile_path(directory, classifier.engine.precision)
     profile.save(out)
     print(describe_profile(profile))
     print(f"wrote {out}")
+    if choice is not None:
+        timings = ", ".join(f"{p} {ms:.1f} ms" for p, ms in choice.full_depth_ms.items())
+        print(f"precision: {choice.precision}, the fastest here at full depth on a 3 s clip ({timings}) of those within "
+              f"{choice.max_precision_loss:g} dev UAR of fp32 at every exit; the export machine chose "
+              f"{classifier.manifest.default_precision}")
+        print(f"wrote {choice.save(choice_path(directory))} (classify, listen, serve and Classifier follow it)")
     return 0
 
 

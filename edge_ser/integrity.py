@@ -5,9 +5,9 @@ over-the-air update landing, or someone who can write the model directory), and 
 unchecked. `checked_model` opens the file once, hashes what it reads through that descriptor, and hands
 onnxruntime the same open file (/proc/self/fd/N: the same inode, whatever happens to the name); a write to it
 while the session is built changes its ctime, and the load is refused. Handing onnxruntime the checked bytes
-instead (where there is no /proc) is exact too, but measured dearer: at base size fp32 1.53x the load
-time and 1.9x the peak memory of the descriptor, which costs what hashing a path and opening it did
-(benchmarks/bench_checked_load.py -> results/checked_load.json), so the bytes are only the fallback.
+instead (where there is no /proc) is exact too, but measured dearer at base size (fp32: more load time and
+nearly twice the peak memory; the descriptor costs what hashing a path and opening it did), in
+benchmarks/bench_checked_load.py -> results/checked_load.json, so the bytes are only the fallback.
 """
 from __future__ import annotations
 

@@ -96,6 +96,10 @@ class Manifest:
     # What a run uses when it names no precision: the export's fastest variant (timed at full depth on the export
     # machine) whose dev UAR stayed within its limit of fp32 at every exit; fp32 for models exported without dev data.
     default_precision: str = "fp32"
+    # The accuracy rule for precisions: a variant may lose this much dev UAR against fp32 at any exit and still be
+    # chosen (by the export, or by `edge-ser calibrate` on the device: edge_ser.precision). None: written before
+    # the field existed; the exporter's default applies.
+    max_precision_loss: float | None = None
     format_version: int = FORMAT_VERSION
 
     def fingerprint(self, precision: str) -> str:
@@ -215,7 +219,7 @@ def load_manifest(directory: str | Path, data: bytes | None = None) -> Manifest:
             samples_per_frame=int(raw["samples_per_frame"]), labels=list(raw["labels"]), chain=chain, exits=exits,
             policy=raw.get("policy") or {}, precisions=raw.get("precisions") or {}, provenance=raw.get("provenance") or {},
             streaming=raw.get("streaming") or {}, default_precision=raw.get("default_precision", "fp32"),
-            format_version=version,
+            max_precision_loss=raw.get("max_precision_loss"), format_version=version,
         )
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, ManifestError):
@@ -281,6 +285,9 @@ def _check_fields(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
         _need(threshold is None or (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0), where,
               f"policy.measures.{measure}.threshold", threshold, "a number from 0 to 1")
     _need(isinstance(manifest.streaming, dict), where, "streaming", manifest.streaming, "a mapping")
+    loss = manifest.max_precision_loss
+    _need(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool) and 0 <= loss <= 1), where,
+          "max_precision_loss", loss, "a number from 0 to 1 (dev UAR as a fraction)")
     has_int8 = any("int8" in s.files for s in manifest.chain)
     _need(manifest.default_precision == "fp32" or (manifest.default_precision in RUN_PRECISIONS and has_int8), where,
           "default_precision", manifest.default_precision,

@@ -83,3 +83,35 @@ class RunOptions:
     def as_kwargs(self) -> dict:
         """The keywords Classifier.classify / plan / stream take."""
         return {"budget_ms": self.budget_ms, "memory_mb": self.memory_mb, "exit": self.exit, "strict": self.strict}
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> str | os.PathLike:
+    """A file the command will write, refused before any work when it cannot be: a folder, a missing folder to
+    put it in, or a place this process may not write (a calibration or bench must not run for minutes and then
+    die on its output)."""
+    from pathlib import Path
+
+    target = Path(path)
+    folder, named = target.parent, f"{what} {target}".strip()
+    if target.is_dir():
+        raise OptionError(f"{named}: a folder; name a file to write (e.g. {target / 'out.yaml'})")
+    if not folder.is_dir():
+        raise OptionError(f"{named}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise OptionError(f"{named}: not writable by this user")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> str | os.PathLike:
+    """A folder the command will write into (made if missing), refused before any work when it cannot be: a
+    file of that name, or a place this process may not write."""
+    from pathlib import Path
+
+    target = Path(path)
+    named = f"{what} {target}".strip()
+    if target.exists() and not target.is_dir():
+        raise OptionError(f"{named}: a file, not a folder; name a folder to write into")
+    existing = next(p for p in [target, *target.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionError(f"{named}: {existing} is not a writable folder")
+    return path

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import as_float
+from .audio import to_mono
 from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
 from .errors import AudioError, BudgetError, EdgeSerError, StreamError
 from .options import RATE_RULE, is_rate
@@ -45,13 +45,8 @@ MAX_PIECE_SECONDS = 0.5  # a large chunk is walked in pieces of this length, so 
 
 
 def chunk_to_float(samples: object, what: str = "chunk") -> np.ndarray:
-    """A mono chunk as float32: float samples as they are, 16/32-bit PCM scaled to [-1, 1]."""
-    array = np.asarray(samples)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise AudioError(f"{what} must be mono samples, shape (n,) or (n, 1); got shape {array.shape}")
-    return as_float(array, what)
+    """A chunk as mono float32 (audio.to_mono: float as it is, 16/32-bit PCM scaled, channels averaged)."""
+    return to_mono(samples, what)
 
 
 class IncrementalEncoder:

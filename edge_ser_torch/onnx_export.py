@@ -35,6 +35,7 @@ from edge_ser.integrity import sha256_of
 from edge_ser.errors import EdgeSerError
 from edge_ser.manifest import RUN_PRECISIONS, Exit, FileRef, Manifest, Segment
 from edge_ser.policy import calibrate
+from edge_ser.precision import fastest, within_loss
 from edge_ser.stream import check_streaming
 
 from .model import SelfDistilledSER
@@ -293,14 +294,6 @@ def full_depth_ms(out: Path, precisions: list[str]) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def choose_default_precision(dev_uar: dict[str, dict[str, float]], ms: dict[str, float], max_loss: float) -> str:
-    """The fastest precision whose dev UAR is at least fp32's minus max_loss at every exit; fp32 always qualifies.
-    A loss of exactly max_loss qualifies (1e-9 absorbs float rounding of UARs like 0.95625 - 0.005)."""
-    reference = dev_uar["fp32"]
-    verified = [p for p in ms if p == "fp32" or all(dev_uar[p][k] >= reference[k] - max_loss - 1e-9 for k in reference)]
-    return min(verified, key=lambda p: ms[p])
-
-
 def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[str, float]:
     from edge_ser.policy import uar
 
@@ -375,9 +368,10 @@ def export_model(
         ms = full_depth_ms(out, list(manifest.precisions))
         for precision, value in ms.items():
             manifest.precisions[precision]["full_depth_ms"] = value
+        manifest.max_precision_loss = options.max_precision_loss  # the rule a device's calibrate applies too
         if options.default_precision is None:
-            manifest.default_precision = choose_default_precision(
-                {p: v["dev_uar"] for p, v in manifest.precisions.items()}, ms, options.max_precision_loss)
+            verified = within_loss({p: v["dev_uar"] for p, v in manifest.precisions.items()}, options.max_precision_loss)
+            manifest.default_precision = fastest({p: ms[p] for p in verified})
             manifest.provenance["default_precision_rule"] = (
                 f"fastest full-depth run of a 3 s clip on the export machine ({platform.machine()}, {os.cpu_count()} "
                 f"cores) among the variants within {options.max_precision_loss:g} dev UAR of fp32 at every exit")

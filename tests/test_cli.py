@@ -93,7 +93,7 @@ def test_info_and_calibrate(tiny_export, tmp_path):
     j = json.loads(run("info", tiny_export, "--json").stdout)
     assert j["labels"] == TINY_LABELS
     out = tmp_path / "profile.yaml"
-    r = run("calibrate", tiny_export, "--out", out, "--seconds", "0.5,1,2", "--repeats", "2")
+    r = run("calibrate", tiny_export, "--out", out, "--precision", "fp32", "--seconds", "0.5,1,2", "--repeats", "2")
     assert r.returncode == 0, r.stderr
     from edge_ser.profile import DeviceProfile
 

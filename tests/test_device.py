@@ -40,7 +40,7 @@ def test_int8_agrees_with_fp32_on_the_demo():
 
 def test_calibrate_then_classify_within_a_budget(tmp_path):
     profile = tmp_path / "profile.yaml"
-    r = cli("calibrate", "--out", profile, "--seconds", "0.5,1,2", "--repeats", "2")
+    r = cli("calibrate", "--out", profile, "--precision", "int8", "--seconds", "0.5,1,2", "--repeats", "2")
     assert r.returncode == 0 and profile.is_file(), r.stderr
     r = cli("classify", SAMPLES / "easy_high-rising.wav", "--profile", profile, "--budget", "60s", "--json")
     result = json.loads(r.stdout)
@@ -85,6 +85,11 @@ def test_bench_writes_a_report_and_compares_reports(tmp_path):
     assert all(v["peak_rss_mb"] > 0 and v["cold_start_ms"] > 0 for v in fp32["process"].values())
     assert fp32["streaming"]["3"]["stream_ms"] > 0 and set(fp32["load_ms"]) >= {"encoder", "context", "exit_12"}
     assert "| [1] | 3 |" in r.stdout.decode()
+    # which precision a run takes here, and why: the demo ships no device.yaml, so the export machine's default
+    assert report["precision"] | {"device_choice_ms": None} == {
+        "runs_at": "int8", "chosen_by": "manifest", "manifest_default": "int8", "verified": ["fp32", "int8", "int8-blocks"],
+        "device_choice_ms": None, "fastest_benched": "fp32", "benched_seconds": 1}
+    assert "runs at int8: the export machine's default" in r.stdout.decode()
     both = cli("bench", "--compare", out, out)
     assert both.returncode == 0 and both.stdout.decode().count("| [2] |") == 4
 

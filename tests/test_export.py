@@ -160,33 +160,17 @@ def test_int8_encoder_keeps_the_waveform_convolution_fp32(tiny_export):
     assert len(convs) == 7 and all(made_by.get(c.input[1]) == "DequantizeLinear" for c in convs[1:])
 
 
-UAR = {"fp32": {"3": 0.95625, "12": 0.96}}
-
-
-@pytest.mark.parametrize("int8_uar, blocks_uar, expected", [
-    ({"3": 0.95125, "12": 0.96}, {"3": 0.95625, "12": 0.96}, "int8"),          # loses exactly 0.005 at exit 3: verified
-    ({"3": 0.95115, "12": 0.96}, {"3": 0.95625, "12": 0.96}, "int8-blocks"),   # 0.0051: not verified, next fastest
-    ({"3": 0.96, "12": 0.9545}, {"3": 0.95, "12": 0.96}, "fp32"),             # each loses too much at one exit
-])
-def test_default_precision_is_the_fastest_within_the_loss_at_every_exit(int8_uar, blocks_uar, expected):
-    from edge_ser_torch.onnx_export import choose_default_precision
-
-    dev_uar = UAR | {"int8": int8_uar, "int8-blocks": blocks_uar}
-    assert choose_default_precision(dev_uar, {"fp32": 100.0, "int8": 50.0, "int8-blocks": 70.0}, 0.005) == expected
-    # speed decides among the verified: fp32 wins where it is measured faster
-    assert choose_default_precision(dev_uar, {"fp32": 40.0, "int8": 50.0, "int8-blocks": 70.0}, 0.005) == "fp32"
-
-
 def test_export_records_its_default_precision_and_runs_use_it(tiny_export, tmp_path):
     from edge_ser.classifier import DEFAULT_MODEL
-    from edge_ser_torch.onnx_export import choose_default_precision
+    from edge_ser.precision import fastest, verified_precisions
 
     m = load_manifest(tiny_export)  # exported with default_precision="fp32" (conftest): set, not timed
     assert m.default_precision == "fp32" and m.provenance["default_precision_rule"] == "set by the exporter"
+    assert m.max_precision_loss == 0.005  # recorded even when set: a device's calibrate applies the same rule
     assert set(m.precisions) == {"fp32", "int8", "int8-blocks"} and all(v["full_depth_ms"] > 0 for v in m.precisions.values())
     demo = load_manifest(DEFAULT_MODEL)  # exported with the timed choice
     ms = {p: v["full_depth_ms"] for p, v in demo.precisions.items()}
-    assert demo.default_precision == choose_default_precision({p: v["dev_uar"] for p, v in demo.precisions.items()}, ms, 0.005)
+    assert demo.default_precision == fastest({p: ms[p] for p in verified_precisions(demo)})
     assert "fastest full-depth run" in demo.provenance["default_precision_rule"]
     model = _copy(tiny_export, tmp_path / "m")
     raw = yaml.safe_load((model / "manifest.yaml").read_text())

@@ -293,3 +293,42 @@ def test_the_commands_sign_verify_and_refuse_with_one_line(model, tmp_path, keys
         assert done.returncode == 2 and refused and "Traceback" not in done.stderr, (command, done.stderr)
     wrong = _cli("verify", model, "--public-key", private)  # the private key where the public one belongs
     assert wrong.returncode == 2 and "not a PEM public key" in wrong.stderr
+
+
+# ---- arrays from other libraries: channels either way round ----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_channels_first_arrays_are_read_as_torchaudio_and_librosa_mean_them(dtype):
+    """(2, 32000) is two channels of 2 s, not 2 samples of 32,000 channels: the same answer as (32000, 2) and as
+    the mean of the two; a (1, n) tensor is mono."""
+    from edge_ser.audio import to_mono
+
+    left, right = speechlike(2.0, 1, level=0.3), speechlike(2.0, 2, level=0.2)
+    stereo = np.stack([left, right])  # (2, 32000), as torchaudio.load gives it
+    if dtype is np.int16:
+        stereo = (stereo * 32767).astype(np.int16)
+    c = Classifier(DEFAULT_MODEL, precision="fp32", shared_pool=False)
+    first = c.classify(stereo, 16000, exit=3)
+    last = c.classify(stereo.T, 16000, exit=3)
+    assert first.seconds == pytest.approx(2.0) and first.probabilities == pytest.approx(last.probabilities, abs=1e-6)
+    np.testing.assert_allclose(to_mono(stereo), to_mono(stereo.T), atol=1e-7)
+    assert c.classify(left[None, :], 16000, exit=3).seconds == pytest.approx(2.0)  # (1, n)
+    stream = c.stream(16000, exit=3, endpoint=None)
+    stream.accept(np.stack([left[:320], right[:320]]))  # a (2, 320) chunk: channels first
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((8, 8), r"shape \(8, 8\) is ambiguous"),
+    ((9, 32000), r"shape \(9, 32000\) is not a layout of 1-8 channels"),
+    ((32000, 12), r"shape \(32000, 12\) is not a layout of 1-8 channels"),
+    ((1, 2, 32000), r"shape \(1, 2, 32000\): expected mono samples"),
+])
+def test_an_array_whose_layout_cannot_be_told_is_refused_saying_its_shape_and_what_is_expected(shape, message):
+    from edge_ser import AudioError
+
+    c = Classifier(DEFAULT_MODEL, shared_pool=False)
+    with pytest.raises(AudioError, match=message) as refused:
+        c.classify(np.zeros(shape, np.float32) + 0.1, 16000)
+    assert "channels x samples (c, n) as torchaudio and librosa give them" in str(refused.value)
+    with pytest.raises(AudioError, match=message.replace("audio", "chunk")):
+        c.stream(16000, endpoint=None).accept(np.zeros(shape, np.float32))
