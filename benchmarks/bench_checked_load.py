@@ -9,9 +9,10 @@ each way (three rounds, the ways interleaved). Beside them, what a signed model 
 hashing every file the run can open up front (edge_ser.signing.require_files; the signature itself is one
 Ed25519 check of a few KiB).
 
-    python benchmarks/bench_checked_load.py [--base benchmarks/.cache/base-stream] [--repeats 5]
+    python benchmarks/bench_checked_load.py [--base DIR] [--repeats 5]
 
-The base-size export is made by bench_base.py (or bench_stream.py's base-stream); without it only the demo runs.
+The base-size export (default: benchmarks/.cache/base, made by bench_base.py, else .cache/base-stream) is not
+made here; without one only the demo runs.
 """
 from __future__ import annotations
 

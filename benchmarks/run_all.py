@@ -43,6 +43,8 @@ STEPS: dict[str, tuple[list[str], str]] = {
     "base": ([PY, "benchmarks/bench_base.py"], "base.json + base_latency_by_length.png: engines, peak, memory"),
     "encoder": ([PY, "benchmarks/bench_encoder.py"], "encoder.json: encoder/context int8 forms, before and after #13"),
     "load": ([PY, "benchmarks/bench_load.py"], "load.json: cold start, optimising at load vs ahead (after base)"),
+    "checked-load": ([PY, "benchmarks/bench_checked_load.py"],
+                     "checked_load.json: loading only checked files, three ways, demo and base (after base)"),
     "heads": ([PY, "benchmarks/bench_heads.py"], "heads.json: exit head designs against base blocks (so after base)"),
     "mutants": ([PY, "scripts/named_mutants.py"], "named_mutants.json: the audit's one-line bugs"),
 }
