@@ -161,11 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         "classifying the utterances in progress. Example: edge-ser serve --uri unix:///run/edge-ser/edge-ser.sock"))
     se.add_argument("model_dir", nargs="?", type=Path, metavar="MODEL",
                     help="model directory (default: --model, else the shipped demo model)")
-    se.add_argument("--uri", default="unix:///tmp/edge-ser.sock",
+    se.add_argument("--uri",
                     help="unix:///PATH (a socket for owner and group), tcp://HOST:PORT (loopback unless "
-                         "--allow-remote; port 0: any free port) or stdio:// (default unix:///tmp/edge-ser.sock)")
+                         "--allow-remote; port 0: any free port) or stdio:// (default unix:///tmp/edge-ser.sock, "
+                         "none with --http alone)")
+    se.add_argument("--http", metavar="HOST:PORT",
+                    help="also serve a page that shows what the model hears (live microphone, files, the model "
+                         "and the device) on HOST:PORT, loopback unless --allow-remote (needs the web extra)")
+    se.add_argument("--device", metavar="NAME",
+                    help="with --http: classify this microphone on the device too and show it on the page "
+                         "(needs the mic extra)")
     se.add_argument("--allow-remote", action="store_true",
-                    help="let a tcp URI bind an address other hosts can reach (Wyoming has no authentication)")
+                    help="let a tcp URI or --http bind an address other hosts can reach (neither has authentication)")
     se.add_argument("--max-clients", type=int, default=16, help="connections served at once (default 16)")
     se.add_argument("--idle-timeout", type=_typed(parse_seconds), default=30.0, metavar="TIME",
                     help="close a client that sends nothing for this long while none of its work is pending "
@@ -299,23 +306,30 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _default_profile(args) -> Path | None:
-    """--profile (whose precision a run without --precision takes: Classifier's rule), or else the file calibrate
-    writes for the precision the run will use, if it is there; that precision is then fixed in args, so that a
-    profile file holding another precision is refused rather than followed."""
+def _default_profile(args):
+    """--profile (whose precision a run without --precision takes: Classifier's rule), or else the profile calibrate
+    wrote for the precision the run will take (edge_ser.precision's order), if it is there: loaded here, and
+    refused if it holds another precision than its name says, rather than followed."""
     if args.profile:
         if not args.profile.is_file():
             raise CliError(f"{args.profile}: no such device profile")
         return args.profile
     from .classifier import DEFAULT_MODEL
+    from .errors import ProfileError
     from .manifest import load_manifest
     from .precision import run_precision
-    from .profile import default_profile_path
+    from .profile import DeviceProfile, default_profile_path
 
     model = args.model or DEFAULT_MODEL
-    args.precision = run_precision(model, load_manifest(model), args.precision)[0]
-    candidate = default_profile_path(model, args.precision)
-    return candidate if candidate.is_file() else None
+    precision = run_precision(model, load_manifest(model), args.precision)[0]
+    candidate = default_profile_path(model, precision)
+    if not candidate.is_file():
+        return None
+    profile = DeviceProfile.load(candidate)
+    if profile.precision != precision:
+        raise ProfileError(f"{candidate}: holds a profile of {profile.precision}, not {precision}: run edge-ser "
+                           f"calibrate --precision {precision}")
+    return profile
 
 
 def _format_row(r) -> str:
@@ -336,7 +350,7 @@ def _numbers(text: str, flag: str) -> tuple[float, ...]:
 def build_classifier(args):
     from .classifier import Classifier
 
-    profile = _default_profile(args)  # before args.precision is read: it may fix it
+    profile = _default_profile(args)
     return Classifier(args.model, profile=profile, precision=args.precision, threads=args.threads,
                       providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0),
                       public_key=args.public_key)
@@ -356,18 +370,28 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edge-ser: %(message)s",
                         stream=sys.stderr)
-    address = parse_uri(args.uri, args.allow_remote)
+    http = None
+    if args.http:
+        from .service.web import parse_http
+
+        http = parse_http(args.http, args.allow_remote)
+    elif args.device:
+        raise CliError("--device shows a microphone on the page: give --http HOST:PORT too")
+    address = parse_uri(args.uri or "unix:///tmp/edge-ser.sock", args.allow_remote) if args.uri or not http else None
     if args.model_dir and args.model and args.model_dir != args.model:
         raise CliError(f"two models given: {args.model_dir} and --model {args.model}")
     args.model = args.model or args.model_dir
-    if args.allow_remote and address.scheme == "tcp":
+    if args.allow_remote and address is not None and address.scheme == "tcp":
         logging.getLogger("edge_ser.service").warning(
             "listening beyond loopback: Wyoming has no authentication, anyone who reaches %s:%s can use the model",
             address.host, address.port)
+    if args.allow_remote and http is not None:
+        logging.getLogger("edge_ser.service").warning(
+            "serving the page beyond loopback: it has no authentication, anyone who reaches %s:%s can use it", *http)
     limits = Limits(clients=args.max_clients, idle_seconds=args.idle_timeout, clip_seconds=args.max_clip)
     run = RunOptions(budget_ms=args.budget, memory_mb=args.memory, exit=args.exit, strict=args.strict)
     service = Service(build_classifier(args), run, endpoint_options(args), limits)
-    return run_service(service, address)
+    return run_service(service, address, http, args.device)
 
 
 def cmd_classify(args) -> int:

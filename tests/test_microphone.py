@@ -80,3 +80,50 @@ def test_a_microphone_that_is_not_there_is_one_line_naming_those_that_are(pulse)
     r = cli("listen", "--device", "nope", env=pulse)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "no microphone 'nope'; input devices here:" in r.stderr and "'pulse'" in r.stderr
+
+
+def test_the_page_shows_the_devices_own_microphone(pulse, tmp_path):
+    """`serve --http ... --device pulse`: the device's microphone is classified on the device and every page that
+    watches /ws/device gets its level, voice and emotion events (read-only), the same utterances as listen's."""
+    import asyncio
+    import importlib.util
+    import re
+
+    if importlib.util.find_spec("aiohttp") is None:
+        pytest.skip("the web extra is not installed (pip install 'edge-ser[web]')")
+    import aiohttp
+
+    samples = Path(__file__).resolve().parent.parent / "models" / "demo" / "samples"
+    speech = sf.read(samples / "easy_high-rising.wav", dtype="float32")[0]
+    gap = np.zeros(16000, np.float32)
+    wav = tmp_path / "one.wav"
+    sf.write(wav, np.concatenate([gap, speech, gap]), 16000)
+    server = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve", "--http", "127.0.0.1:0", "--device",
+                               "pulse", "--vad", "energy"], env=pulse, stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(m.group(1) for line in server.stderr if (m := re.search(r"page on http://(\S+)/", line)))
+
+        async def watch() -> list[dict]:
+            events: list[dict] = []
+            async with aiohttp.ClientSession() as session, session.ws_connect(f"ws://{url}/ws/device") as ws:
+                await asyncio.sleep(1.0)
+                player = await asyncio.create_subprocess_exec("paplay", str(wav), env=pulse)
+                await player.wait()
+                try:
+                    async with asyncio.timeout(5.0):
+                        async for message in ws:
+                            events.append(json.loads(message.data))
+                            if events[-1]["type"] == "emotion":
+                                break
+                except TimeoutError:
+                    pass
+            return events
+
+        events = asyncio.run(watch())
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    kinds = {e["type"] for e in events}
+    assert {"level", "voice-started", "emotion"} <= kinds, kinds
+    assert [e["data"]["label"] for e in events if e["type"] == "emotion"] == ["high-rising"]
+    assert max(e["data"]["dbfs"] for e in events if e["type"] == "level") > -40  # the speech was heard

@@ -85,6 +85,10 @@ def test_calibrate_chooses_the_fastest_verified_precision_here_and_every_run_fol
     assert (model / "profile.yaml").is_file()  # the chosen precision's profile
     follows = Classifier(model, shared_pool=False)
     assert follows.engine.precision == "fp32" and follows.precision_source == "device"
+    from edge_ser.cli import build_classifier, build_parser  # the commands: the fp32 profile calibrate wrote, too
+
+    command = build_classifier(build_parser().parse_args(["classify", "x.wav", "--model", str(model)]))
+    assert command.engine.precision == "fp32" and command.precision_source == "profile"
     asked = Classifier(model, precision="int8", shared_pool=False)  # asking still wins
     assert asked.engine.precision == "int8" and asked.precision_source == "asked"
 

@@ -291,6 +291,9 @@ class Service:
         self.stopping = asyncio.Event()
         self.scheduler: FairScheduler | None = None
         self.bound: Address | None = None  # where it listens, once it does (a tcp port 0 resolved)
+        self.http_bound: tuple[str, int] | None = None  # where the page is served (serve --http), once it is
+        self.web_device: str | None = None  # serve --device: the microphone the page can watch
+        self.microphone = None  # its DeviceMicrophone (web.py), while serving
         self._count = 0
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -313,27 +316,40 @@ class Service:
         finally:
             self.connections.discard(connection)
 
-    async def serve(self, address: Address, ready: Callable[[], None] | None = None) -> None:
-        """Serve until stop() (or SIGTERM/SIGINT when run by run_service); returns once every client is closed."""
+    async def serve(self, address: Address | None, ready: Callable[[], None] | None = None,
+                    http: tuple[str, int] | None = None, device: str | None = None) -> None:
+        """Serve until stop() (or SIGTERM/SIGINT when run by run_service); returns once every client is closed.
+        address: the Wyoming socket (None: the page alone); http: (host, port) of the page (web.py), device: a
+        microphone whose events the page can watch."""
         self.scheduler = FairScheduler()
         worker = asyncio.create_task(self.scheduler.run())
-        server = None
+        server = web_runner = listening = None
         try:
-            if address.scheme == "stdio":
+            if http is not None:
+                from .web import DeviceMicrophone, start_web
+
+                web_runner, port = await start_web(self, *http)
+                self.http_bound = (http[0], port)
+                if device is not None:
+                    self.web_device, self.microphone = device, DeviceMicrophone(self, device)
+                    listening = asyncio.create_task(self.microphone.run())
+            if address is not None and address.scheme == "stdio":
                 reader, writer = await _stdio_streams(self.limits)
                 if ready:
                     ready()
                 await self._client(reader, writer)
                 return
-            server = await self._listen(address)
-            if address.scheme == "tcp":  # port 0: the one the system chose
-                address = Address("tcp", host=address.host, port=server.sockets[0].getsockname()[1])
-            self.bound = address
-            log.info("serving %s on %s", self.classifier.manifest.name, _describe(address))
+            if address is not None:
+                server = await self._listen(address)
+                if address.scheme == "tcp":  # port 0: the one the system chose
+                    address = Address("tcp", host=address.host, port=server.sockets[0].getsockname()[1])
+                self.bound = address
+                log.info("serving %s on %s", self.classifier.manifest.name, _describe(address))
             if ready:
                 ready()
             await self.stopping.wait()
-            server.close()
+            if server is not None:
+                server.close()
             while self.connections:
                 await asyncio.sleep(0.01)
         finally:
@@ -342,6 +358,10 @@ class Service:
                 if address.scheme == "unix":
                     with contextlib.suppress(OSError):
                         address.path.unlink()
+            if listening is not None:
+                listening.cancel()
+            if web_runner is not None:
+                await web_runner.cleanup()
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
@@ -401,16 +421,24 @@ async def _stdio_streams(limits: Limits) -> tuple[asyncio.StreamReader, asyncio.
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-def run_service(service: Service, address: Address) -> int:
+def run_service(service: Service, address: Address | None, http: tuple[str, int] | None = None,
+                device: str | None = None) -> int:
     """Serve until SIGTERM or Ctrl-C, then finish every client's request and return 0."""
+
+    def ready() -> None:
+        if address is not None:
+            print(f"edge-ser: ready on {_describe(service.bound or address)}", file=sys.stderr, flush=True)
+        if service.http_bound is not None:
+            host, port = service.http_bound
+            print(f"edge-ser: page on http://{f'[{host}]' if ':' in host else host}:{port}/", file=sys.stderr,
+                  flush=True)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signal.getsignal(signum) != signal.SIG_IGN:  # an inherited ignore stays (a daemon's convention)
                 loop.add_signal_handler(signum, service.stop)
-        await service.serve(address, ready=lambda: print(f"edge-ser: ready on {_describe(service.bound or address)}",
-                                                         file=sys.stderr, flush=True))
+        await service.serve(address, ready=ready, http=http, device=device)
 
     asyncio.run(main())
     log.info("stopped")
