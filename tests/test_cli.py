@@ -260,14 +260,18 @@ def test_the_wheel_carries_the_demo_model(tmp_path):
     assert "edge_ser/demo_model/manifest.yaml" in names and "edge_ser/demo_model/context.onnx" in names
 
 
-def test_the_readmes_python_examples_run_verbatim():
-    """Each ```python block of the README, run as a user would paste it, from the repository root."""
+def test_the_readmes_first_screen_and_every_python_example_run_verbatim():
+    """The README's first commands and each ```python block of the README and docs/, run as a user would paste
+    them, from the repository root."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), flags=re.S)
-    assert len(blocks) >= 3
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    blocks = [b for page in pages for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
+    assert len(blocks) >= 4
+    first_screen = (root / "README.md").read_text().split("## Commands")[0]
+    assert "```python" in first_screen and "edge-ser classify" in first_screen  # use, within the first screen
     # the service example talks to `edge-ser serve` at its default URI: start one there, as the README says to
     server = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve"], cwd=root, stderr=subprocess.PIPE,
                               text=True)

@@ -117,3 +117,20 @@ def test_vocal_effort_follows_pitch():
 def test_corpus_spec_refuses_a_corpus_that_could_not_train(bad, message):
     with pytest.raises(ValueError, match=message):
         CorpusSpec(**bad)
+
+
+@pytest.mark.parametrize("level", [1e-5, 1e-3, 0.5])
+def test_the_runtime_normalises_as_the_feature_extractor_it_stands_for(level):
+    """audio.normalize is what the runtime feeds a model exported with per-clip normalisation, and what training
+    used: it must be Wav2Vec2FeatureExtractor(do_normalize=True)'s, epsilon included. On quiet audio (1e-5: a
+    variance of 1e-10, far under the epsilon) the epsilon decides the scale: a different one would feed the model
+    input hundreds of times too small or too large, and no runtime test of a tiny model would notice."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from edge_ser.audio import encoder_input, normalize
+
+    clip = (level * np.random.default_rng(7).standard_normal(16000)).astype(np.float32)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=False)
+    reference = extractor(clip, sampling_rate=16000, return_tensors="np").input_values[0]
+    np.testing.assert_allclose(normalize(clip), reference, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(encoder_input(clip, normalized=True)[0], reference, rtol=1e-4, atol=1e-6)
