@@ -164,7 +164,7 @@ def segment_inputs(work: Path) -> tuple[dict, dict]:
     from edge_ser import Classifier
 
     c = Classifier(work, precision="fp32", shared_pool=False)
-    value = c.preprocess(clip())
+    value = c.runner.preprocess(clip())
     inputs = {}
     for seg in c.manifest.chain:
         inputs[seg.name] = value

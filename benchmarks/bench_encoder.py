@@ -172,9 +172,9 @@ def exit_errors(work: Path) -> dict:
     outputs: dict[str, list[dict]] = {p: [] for p in runs}
     for precision, classifier in runs.items():
         for samples in clips:
-            value, previous, per_exit = classifier.preprocess(samples), None, {}
+            value, previous, per_exit = classifier.runner.preprocess(samples), None, {}
             for e in classifier.manifest.exits:
-                for seg in classifier._segments_between(previous, e):
+                for seg in classifier.runner.segments_between(previous, e):
                     value = classifier.engine.run(seg, value)
                 per_exit[e.layer] = (value, softmax(classifier.engine.run(e.head, value)[0]))
                 previous = e

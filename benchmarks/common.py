@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 import sys
 import time
@@ -16,15 +15,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+    """The machine in one line, from what `edge-ser bench` reports (edge_ser.bench.device: one reader of cpuinfo)."""
+    from edge_ser.bench import device
+
+    found = device()
+    return f"{found['cpu']}, {found['cores']} cores, {platform.system()} {found['machine']}"
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, np.ndarray]:

@@ -12,9 +12,10 @@ resample) and never imports torch, transformers or onnx.
 """
 from .classifier import Classifier, Plan, Result
 from .endpoint import EndpointOptions
-from .errors import AudioError, BudgetError, EdgeSerError, ManifestError, StreamError
+from .errors import AudioError, BudgetError, EdgeSerError, ManifestError, ProfileError, ProviderError, StreamError
+from .options import OptionError, RunOptions
 from .stream import Stream
 
 __version__ = "0.1.0"
-__all__ = ["AudioError", "BudgetError", "Classifier", "EdgeSerError", "EndpointOptions", "ManifestError", "Plan",
-           "Result", "Stream", "StreamError", "__version__"]
+__all__ = ["AudioError", "BudgetError", "Classifier", "EdgeSerError", "EndpointOptions", "ManifestError", "OptionError",
+           "Plan", "ProfileError", "ProviderError", "Result", "RunOptions", "Stream", "StreamError", "__version__"]

@@ -38,6 +38,9 @@ def duration_seconds(path: str | Path) -> float:
         raise AudioError(f"{path}: cannot decode audio ({str(err).strip() or type(err).__name__})") from None
 
 
+DEFAULT_WINDOW_SECONDS = 10.0  # longer audio is classified window by window (Classifier(window_seconds=), --window)
+
+
 def window_samples(window_seconds: float, sample_rate: int, samples_per_frame: int) -> int:
     """A window's length in samples: `window_seconds` rounded to whole encoder frames, so that a stream's
     frames, computed once for a whole utterance, split at window boundaries exactly as separate windows would."""

@@ -44,7 +44,7 @@ def calibrate_profile(
     rng = np.random.default_rng(0)
 
     memory: dict[str, float] = {}
-    value = classifier.preprocess(0.1 * rng.standard_normal(manifest.sample_rate).astype(np.float32))
+    value = classifier.runner.preprocess(0.1 * rng.standard_normal(manifest.sample_rate).astype(np.float32))
     hidden = None
     for seg in manifest.chain:  # open in chain order: each opens on the output of the one before
         before = process.memory_info().rss
@@ -90,7 +90,7 @@ def time_segments(
     for r in range(repeats):
         for s in seconds:
             start = time.perf_counter()
-            value = classifier.preprocess(clips[s])
+            value = classifier.runner.preprocess(clips[s])
             prep.append((s, 1000 * (time.perf_counter() - start)))
             for seg in manifest.chain:
                 start = time.perf_counter()

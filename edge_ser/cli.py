@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .audio import DEFAULT_WINDOW_SECONDS
 from .listen import PCM_FORMATS, endpoint_options
 from .manifest import RUN_PRECISIONS
 from .options import check_output_file, check_output_folder
@@ -106,7 +107,7 @@ def _add_endpoint_options(p: argparse.ArgumentParser) -> None:
                     help=f"silence that ends an utterance (default {d.min_silence_ms:g}ms)")
     ep.add_argument("--max-utterance", type=_typed(parse_duration_ms), default=1000 * d.max_utterance_s,
                     metavar="TIME", help=f"longer speech is cut here and goes on as a new utterance (default "
-                    f"{d.max_utterance_s:g}s); past the window (10s) an utterance is classified window by window "
+                    f"{d.max_utterance_s:g}s); past the window ({DEFAULT_WINDOW_SECONDS:g}s) an utterance is classified window by window "
                     "as it arrives")
     ep.add_argument("--pad", type=_typed(parse_duration_ms), default=d.pad_ms, metavar="TIME",
                     help=f"audio kept before and after the speech (default {d.pad_ms:g}ms; at most --min-silence)")
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "this run's own measurements and flagged as estimates."))
     c.add_argument("paths", nargs="+", type=Path, help="audio files or folders (wav, flac, ogg, mp3 ...)")
     _add_run_options(c)
-    c.add_argument("--window", type=_typed(parse_seconds), default=10.0, metavar="TIME",
-                   help="longer audio is classified in windows of this length (default 10s)")
+    c.add_argument("--window", type=_typed(parse_seconds), default=DEFAULT_WINDOW_SECONDS, metavar="TIME",
+                   help=f"longer audio is classified in windows of this length (default {DEFAULT_WINDOW_SECONDS:g}s)")
     c.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
 
     li = sub.add_parser("listen", help="classify live audio: raw PCM on stdin, a file as if live, or a microphone",
@@ -352,7 +353,7 @@ def build_classifier(args):
 
     profile = _default_profile(args)
     return Classifier(args.model, profile=profile, precision=args.precision, threads=args.threads,
-                      providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", 10.0),
+                      providers=args.provider, measure=args.measure, window_seconds=getattr(args, "window", DEFAULT_WINDOW_SECONDS),
                       public_key=args.public_key)
 
 
@@ -398,7 +399,7 @@ def cmd_classify(args) -> int:
     from tqdm import tqdm
 
     from .audio import AudioError
-    from .classifier import BudgetError
+    from .errors import BudgetError
 
     files = expand_paths(args.paths)
     classifier = build_classifier(args)
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     except BudgetError as err:
         print(f"edge-ser: {err}", file=sys.stderr)
         return 3
-    except (CliError, EdgeSerError, ValueError, FileNotFoundError) as err:
+    except (CliError, EdgeSerError, FileNotFoundError) as err:  # a bug (any other error) keeps its traceback
         print(f"edge-ser: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

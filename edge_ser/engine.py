@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .integrity import checked_model
+from .errors import ProviderError
 from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 CPU_DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
 _GLOBAL_POOL_THREADS: int | None = None
 _GLOBAL_POOL_LOCK = threading.Lock()
+
+
+def global_pool_threads() -> int | None:
+    """The size of the process-wide pool this runtime made, or None before any Engine made it (a quantiser that
+    opens sessions with threads of their own must run before)."""
+    return _GLOBAL_POOL_THREADS
 
 
 def _ensure_global_pool(threads: int) -> int:
@@ -45,11 +52,11 @@ def usable_providers(wanted: list[str]) -> list[str]:
     remains, one error that lists what is available."""
     available = ort.get_available_providers()
     if any(not isinstance(p, str) or not p for p in wanted):
-        raise ManifestError(f"execution providers are names such as CPUExecutionProvider, got {wanted!r}")
+        raise ProviderError(f"execution providers are names such as CPUExecutionProvider, got {wanted!r}")
     usable = [p for p in wanted if p in available]
     missing = [p for p in wanted if p not in available]
     if not usable:
-        raise ManifestError(f"execution provider(s) {', '.join(missing)} not available here; available: "
+        raise ProviderError(f"execution provider(s) {', '.join(missing)} not available here; available: "
                             f"{', '.join(available)} (list CPUExecutionProvider last to fall back to it)")
     if missing:
         log.warning("execution provider(s) %s not available here: running on %s", ", ".join(missing), ", ".join(usable))

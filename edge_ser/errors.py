@@ -34,3 +34,7 @@ class BudgetError(EdgeSerError, RuntimeError):
 
 class StreamError(EdgeSerError, ValueError):
     """A stream used out of order (accept after flush) or with settings it does not allow."""
+
+
+class ProviderError(EdgeSerError, ValueError):
+    """An onnxruntime execution provider that cannot be used here (not in this build, or a malformed name)."""

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .options import OptionError
+
 MEASURES = ("max_prob", "entropy", "patience")
 
 
@@ -31,7 +33,7 @@ def certainty(probabilities: np.ndarray, measure: str) -> np.ndarray:
     if measure == "entropy":
         p = np.clip(probabilities, 1e-12, 1.0)
         return 1.0 + (p * np.log(p)).sum(axis=-1) / np.log(p.shape[-1])
-    raise ValueError(f"unknown certainty measure {measure!r}; choose max_prob or entropy")
+    raise OptionError(f"unknown certainty measure {measure!r}; choose max_prob or entropy")
 
 
 @dataclass
@@ -55,10 +57,10 @@ class StopRule:
         """The calibrated rule for `measure` (default: the policy's default) from manifest.policy."""
         measure = measure or policy.get("default", "max_prob")
         if measure not in MEASURES:
-            raise ValueError(f"unknown exit measure {measure!r}; choose one of {', '.join(MEASURES)}")
+            raise OptionError(f"unknown exit measure {measure!r}; choose one of {', '.join(MEASURES)}")
         entry = (policy.get("measures") or {}).get(measure)
         if entry is None:
-            raise ValueError(f"this model has no calibrated {measure} threshold; run calibration at export")
+            raise OptionError(f"this model has no calibrated {measure} threshold; run calibration at export")
         if measure == "patience":
             return cls(measure, patience=int(entry["patience"]))
         return cls(measure, threshold=float(entry["threshold"]))

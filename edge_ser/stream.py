@@ -36,10 +36,10 @@ import numpy as np
 from .audio import to_mono
 from .endpoint import DEFAULT_ENDPOINT, Boundary, EndpointOptions, Endpointer
 from .errors import AudioError, BudgetError, EdgeSerError, StreamError
-from .options import RATE_RULE, is_rate
+from .options import RATE_RULE, RunOptions, is_rate
 
 if TYPE_CHECKING:
-    from .classifier import Classifier, Result
+    from .runner import ChainRunner, Result
 
 MAX_PIECE_SECONDS = 0.5  # a large chunk is walked in pieces of this length, so the look-back buffer stays small
 
@@ -58,9 +58,9 @@ class IncrementalEncoder:
     most about a window and a half of them.
     """
 
-    def __init__(self, classifier: Classifier):
-        manifest = classifier.manifest
-        self._engine = classifier.engine
+    def __init__(self, runner: ChainRunner):
+        manifest = runner.manifest
+        self._engine = runner.engine
         self._segment = manifest.chain[0]
         self._stride = manifest.samples_per_frame
         self._receptive = manifest.receptive_samples
@@ -124,12 +124,12 @@ class _Utterance:
                 self._pieces.append(samples)
             self.fed += samples.size
 
-    def chain_input(self, classifier: Classifier, start: int, end: int) -> tuple[np.ndarray, int]:
+    def chain_input(self, runner: ChainRunner, start: int, end: int) -> tuple[np.ndarray, int]:
         """(value, chain segments already run) for classifying utterance samples [start, end)."""
         if self.encoder is not None:
             return self.encoder.frames_between(start, end), 1
         samples = np.concatenate(self._pieces)[start - self._kept : end - self._kept]
-        return classifier.preprocess(samples), 0
+        return runner.preprocess(samples), 0
 
     def drop_before(self, start: int) -> None:
         if self.encoder is not None:
@@ -159,34 +159,38 @@ class _Recent:
 
 
 class Stream:
-    """One live audio stream; made by Classifier.stream()."""
+    """One live audio stream; made by Classifier.stream(), which passes its ChainRunner and window.
+
+    options: the budgets, exit and strictness every utterance runs under (RunOptions, checked when made).
+    window_samples: an utterance longer than this is classified window by window (Classifier.window_samples).
+    """
 
     def __init__(
         self,
-        classifier: Classifier,
+        runner: ChainRunner,
         sample_rate: int,
+        options: RunOptions | None = None,
         *,
-        budget_ms: float | None = None,
-        memory_mb: float | None = None,
-        exit: int | str | None = None,
-        strict: bool = False,
+        window_samples: int,
         endpoint: EndpointOptions | None = DEFAULT_ENDPOINT,
         incremental: bool | None = None,
     ):
+        options = options or RunOptions()
         if not is_rate(sample_rate):
             raise StreamError(f"sample_rate must be {RATE_RULE}, got {sample_rate!r}")
         if endpoint is not None and not isinstance(endpoint, EndpointOptions):
             raise StreamError(f"endpoint must be EndpointOptions or None (utterances marked by the app), got {endpoint!r}")
-        manifest = classifier.manifest
-        exact = manifest.streams_exactly(classifier.engine.precision)
+        manifest = runner.manifest
+        exact = manifest.streams_exactly(runner.engine.precision)
         if incremental and not exact:
-            raise StreamError(f"model {manifest.name!r} at {classifier.engine.precision} does not stream its encoder "
+            raise StreamError(f"model {manifest.name!r} at {runner.engine.precision} does not stream its encoder "
                               f"exactly ({manifest.streaming.get('reason') or 'no streaming check in its manifest'})")
-        self.classifier = classifier
+        self.runner = runner
+        self.window_samples = window_samples
         self.sample_rate = int(sample_rate)
         self.rate = manifest.sample_rate
-        self.options = dict(budget_ms=budget_ms, memory_mb=memory_mb, exit=exit, strict=strict)
-        classifier.plan(1.0, budget_ms, memory_mb, exit)  # bad exit / budget values fail here, not mid-stream
+        self.options = options
+        runner.plan(1.0, options)  # an exit the model lacks fails here, not mid-stream
         self.incremental = exact if incremental is None else incremental
         self.endpointer = Endpointer(endpoint, self.rate) if endpoint is not None else None
         frame = self.endpointer.frame_samples if self.endpointer else manifest.samples_per_frame
@@ -206,9 +210,9 @@ class Stream:
         self._voice: list[tuple[str, float]] = []  # endpointer decisions not yet taken: ("started"|"stopped", s)
         self.closed = False
         if self.incremental:
-            classifier.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
-        if budget_ms is not None and classifier.profile is None:
-            classifier.probe()  # time the first exit's path now, not after the first utterance
+            runner.engine.session(manifest.chain[0])  # open the encoder now, not inside the first utterance
+        if options.budget_ms is not None and runner.profile is None:
+            runner.probe()  # time the first exit's path now, not after the first utterance
 
     # ---- public --------------------------------------------------------------------------
 
@@ -271,7 +275,7 @@ class Stream:
     # ---- inside --------------------------------------------------------------------------
 
     def _open(self, start: int) -> _Utterance:
-        return _Utterance(start, IncrementalEncoder(self.classifier) if self.incremental else None)
+        return _Utterance(start, IncrementalEncoder(self.runner) if self.incremental else None)
 
     def _take(self, audio: np.ndarray) -> list[Result | None]:
         results: list[Result | None] = []
@@ -351,32 +355,32 @@ class Stream:
         self._feed(end)
         utterance, self._utterance = self._utterance, None
         length = end - utterance.start
-        classifier, rate = self.classifier, self.rate
-        if length < classifier.manifest.min_samples:
+        runner, rate = self.runner, self.rate
+        if length < runner.manifest.min_samples:
             raise AudioError(f"utterance at {utterance.start / rate:.2f} s is {1000 * length / rate:.0f} ms long; "
-                             f"the model needs at least {1000 * classifier.manifest.min_samples / rate:.0f} ms")
+                             f"the model needs at least {1000 * runner.manifest.min_samples / rate:.0f} ms")
         if utterance.refused is not None:
             raise utterance.refused
         last = self._run_window(utterance, utterance.window_start, length, decided)
         result = last
         if utterance.windows:  # a long utterance, windowed as a file would be; each window had its own budget
-            result = classifier.combine_windows(utterance.windows + [last], self.options["budget_ms"])
-            result.latency_ms = last.latency_ms  # what ran after the end: the last window
+            combined = runner.combine(utterance.windows + [last], self.options.budget_ms)
+            result = replace(combined, latency_ms=last.latency_ms)  # what ran after the end: the last window
         return replace(result, start=utterance.start / rate, end=end / rate, ended_by=reason,
                        endpoint_delay_ms=1000 * (decided_at - end) / rate,
                        speech=True if self.endpointer is not None else None)  # the endpointer found speech there
 
     def _run_window(self, utterance: _Utterance, start: int, end: int, started: float | None = None) -> Result:
-        value, done = utterance.chain_input(self.classifier, start, end)
-        result = self.classifier.run_from(value, (end - start) / self.rate, done=done, started=started, **self.options)
-        if done:
-            result.segments_run.insert(0, self.classifier.manifest.chain[0].name)
+        value, done = utterance.chain_input(self.runner, start, end)
+        result = self.runner.run(value, (end - start) / self.rate, self.options, done=done, started=started)
+        if done:  # the encoder ran while the audio arrived
+            result = replace(result, segments_run=[self.runner.manifest.chain[0].name, *result.segments_run])
         return result
 
     def _classify_whole_windows(self, heard_until: int) -> None:
         """Classify the open utterance's windows that are final: by window_bounds' rule, a window is final once
         at least half a window follows it, counting only audio that surely belongs to the utterance."""
-        utterance, size = self._utterance, self.classifier.window_samples
+        utterance, size = self._utterance, self.window_samples
         while utterance is not None and heard_until - utterance.start - utterance.window_start >= size + size // 2:
             start = utterance.window_start
             try:
@@ -388,7 +392,7 @@ class Stream:
 
 
 def check_streaming(
-    classifier: Classifier,
+    runner: ChainRunner,
     chunk_ms: tuple[float, ...] = (20.0, 50.0, 330.0, 1000.0),
     seconds: tuple[float, ...] = (1.37, 3.1),
     tolerance: float = 1e-4,
@@ -399,7 +403,7 @@ def check_streaming(
     `chunk_ms`, against one whole-clip run. Per-clip normalisation needs the whole utterance, so such a model
     never streams exactly, whatever the numbers say.
     """
-    manifest = classifier.manifest
+    manifest = runner.manifest
     if len(manifest.chain) < 2 or manifest.chain[1].kind != "context":
         return {"exact": False, "reason": "the encoder is not cut from its context (format 1 export): re-export"}
     encoder, context = manifest.chain[0], manifest.chain[1]
@@ -407,14 +411,14 @@ def check_streaming(
     worst = 0.0
     for length in seconds:
         clip = (0.1 * rng.standard_normal(int(length * manifest.sample_rate))).astype(np.float32)
-        value = classifier.preprocess(clip)
-        whole = classifier.engine.run(context, classifier.engine.run(encoder, value))
+        value = runner.preprocess(clip)
+        whole = runner.engine.run(context, runner.engine.run(encoder, value))
         for ms in chunk_ms:
             step = max(1, round(ms * manifest.sample_rate / 1000))
-            incremental = IncrementalEncoder(classifier)
+            incremental = IncrementalEncoder(runner)
             for offset in range(0, clip.size, step):
                 incremental.push(value[0, offset : offset + step])
-            chunked = classifier.engine.run(context, incremental.frames_between(0, clip.size))
+            chunked = runner.engine.run(context, incremental.frames_between(0, clip.size))
             worst = max(worst, math.inf if chunked.shape != whole.shape else float(np.abs(chunked - whole).max()))
     reason = None
     if manifest.normalize:

@@ -22,6 +22,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
+from .errors import InputError
+
 FAMILIES = ("wav2vec2", "hubert", "wavlm")
 
 
@@ -38,11 +40,11 @@ def load_encoder(base: str | Path | None, family: str = "wav2vec2", overrides: d
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
     else:
         if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
+            raise InputError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
         config = AutoConfig.for_model(family, **(overrides or {}))
         model = AutoModel.from_config(config)
     if model.config.model_type not in FAMILIES:
-        raise ValueError(f"{model.config.model_type!r} is not a supported family ({', '.join(FAMILIES)})")
+        raise InputError(f"{model.config.model_type!r} is not a supported family ({', '.join(FAMILIES)})")
     # Pretraining-time augmentation must not leak into fine-tuning or export.
     model.config.mask_time_prob = 0.0
     model.config.mask_feature_prob = 0.0

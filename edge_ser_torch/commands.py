@@ -12,6 +12,7 @@ import torch  # noqa: F401  (first of the train extra: `edge-ser train` without 
 
 from .config import ExperimentConfig, ModelConfig
 from .data import Clip, read_manifest
+from .errors import InputError
 from .synth import LABELS as SYNTH_LABELS
 
 warnings.filterwarnings("ignore", module=r"torch\..*")
@@ -63,7 +64,7 @@ def cmd_evaluate(args) -> int:
     model, config, labels, _ = load_checkpoint(args.checkpoint)
     clips = _split_clips(args.manifest or config.data.manifest, args.split)
     if not clips:
-        raise ValueError(f"no {args.split} clips in the corpus")
+        raise InputError(f"no {args.split} clips in the corpus")
     d = config.data
     evaluation = evaluate_model(model, ClipDataset(clips, labels, d.sample_rate, d.max_seconds, d.normalize), labels, progress=True)
     summary = evaluation.summary()
@@ -92,10 +93,10 @@ def cmd_export(args) -> int:
     from .onnx_export import ExportOptions, export_model
 
     if (args.checkpoint is None) == (args.base is None):
-        raise ValueError("give either a checkpoint or --base (untrained export), not both")
+        raise InputError("give either a checkpoint or --base (untrained export), not both")
     for flag, value in (("--max-loss", args.max_loss), ("--max-precision-loss", args.max_precision_loss)):
         if not 0.0 <= value <= 1.0:  # NaN fails too
-            raise ValueError(f"{flag} is {value:g}; allowed: a UAR fraction from 0 to 1 (0.005 = half a point)")
+            raise InputError(f"{flag} is {value:g}; allowed: a UAR fraction from 0 to 1 (0.005 = half a point)")
     provenance: dict = {}
     if args.checkpoint is not None:
         from .train import load_checkpoint

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .errors import InputError
+
 
 @dataclass
 class ModelConfig:
@@ -94,11 +96,11 @@ class ExperimentConfig:
 
 def _build(kind: type, raw: dict[str, Any], where: str):
     if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
+        raise InputError(f"{where} must be a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(kind)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(known)}")
+        raise InputError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(known)}")
     values = {}
     for name, value in raw.items():
         default = getattr(kind(), name)

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 
 from edge_ser.audio import decode, normalize
 
+from .errors import InputError
+
 SPLITS = ("train", "dev", "test")
 
 # DEMoS file names: {NP|PR}_{f|m}_{speaker id}_{emotion code}{...}.wav
@@ -47,7 +49,7 @@ def check_speaker_independent(clips: list[Clip]) -> None:
     shared = {spk: sorted(s) for spk, s in splits_of.items() if len(s) > 1}
     if shared:
         spk, where = next(iter(shared.items()))
-        raise ValueError(
+        raise InputError(
             f"{len(shared)} speaker(s) appear in more than one split (e.g. {spk!r} in {', '.join(where)}); "
             "splits must be speaker-independent"
         )
@@ -60,14 +62,14 @@ def read_manifest(path: str | Path) -> list[Clip]:
         reader = csv.DictReader(f)
         missing = {"path", "label", "speaker", "split"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         clips = []
         for line, row in enumerate(reader, start=2):
             if row["split"] not in SPLITS:
-                raise ValueError(f"{path}:{line}: split must be one of {', '.join(SPLITS)}, got {row['split']!r}")
+                raise InputError(f"{path}:{line}: split must be one of {', '.join(SPLITS)}, got {row['split']!r}")
             clips.append(Clip(path.parent / row["path"], row["label"], row["speaker"], row["split"]))
     if not clips:
-        raise ValueError(f"{path}: no clips")
+        raise InputError(f"{path}: no clips")
     check_speaker_independent(clips)
     return clips
 
@@ -88,7 +90,7 @@ def read_demos(root: str | Path, dev_share: float = 0.2, test_share: float = 0.2
             continue
         found.append((wav, emotion, f"{parts[1]}{parts[2]}"))
     if not found:
-        raise ValueError(f"{root}: no DEMoS files (NP_*/PR_*.wav with an emotion code) found")
+        raise InputError(f"{root}: no DEMoS files (NP_*/PR_*.wav with an emotion code) found")
     speakers = sorted({spk for _, _, spk in found})
     random.Random(seed).shuffle(speakers)
     n_test, n_dev = round(len(speakers) * test_share), round(len(speakers) * dev_share)
@@ -117,7 +119,7 @@ class ClipDataset(Dataset):
         self.index = {label: i for i, label in enumerate(labels)}
         unknown = {c.label for c in clips} - set(labels)
         if unknown:
-            raise ValueError(f"clip label(s) {sorted(unknown)} not in the label set {labels}")
+            raise InputError(f"clip label(s) {sorted(unknown)} not in the label set {labels}")
         self.sample_rate = sample_rate
         self.max_samples = int(max_seconds * sample_rate)
         self.do_normalize = do_normalize

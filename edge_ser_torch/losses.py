@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LossConfig
+from .errors import InputError
 from .model import ExitOutput
 
 SIMILARITIES = ("l1", "l2", "cos", "l1+cos", "l2+cos")
@@ -24,7 +25,7 @@ def similarity(teacher: torch.Tensor, student: torch.Tensor, kind: str) -> torch
     l1: mean |t - s|;  l2: mean (t - s)^2;  cos: -cos(t, s) (negative cosine);  sums for the pairs.
     """
     if kind not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {kind!r}; choose one of {', '.join(SIMILARITIES)}")
+        raise InputError(f"unknown similarity {kind!r}; choose one of {', '.join(SIMILARITIES)}")
     total = teacher.new_zeros(())
     if "l1" in kind:
         total = total + F.l1_loss(student, teacher)
@@ -58,7 +59,7 @@ def self_distillation_loss(
 ) -> LossTerms:
     """L for one batch; `outputs` maps exit layer -> ExitOutput, the teacher at `teacher_layer`."""
     if config.level not in ("embedding", "linear"):
-        raise ValueError(f"loss level must be 'embedding' or 'linear', got {config.level!r}")
+        raise InputError(f"loss level must be 'embedding' or 'linear', got {config.level!r}")
     teacher = outputs[teacher_layer]
     students = [out for layer, out in sorted(outputs.items()) if layer != teacher_layer]
     ce = F.cross_entropy(teacher.logits, labels)

@@ -18,6 +18,7 @@ from torch import nn
 
 from .backbone import Backbone, load_encoder
 from .config import ModelConfig
+from .errors import InputError
 
 BLOCKS = ("cnn", "lstm", "gru", "none")
 
@@ -43,7 +44,7 @@ class ExitBlock(nn.Module):
     def __init__(self, kind: str, features: int):
         super().__init__()
         if kind not in BLOCKS:
-            raise ValueError(f"unknown exit block {kind!r}; choose one of {', '.join(BLOCKS)}")
+            raise InputError(f"unknown exit block {kind!r}; choose one of {', '.join(BLOCKS)}")
         self.kind = kind
         if kind == "cnn":
             self.net = nn.Conv2d(1, 1, kernel_size=(1, 1))
@@ -96,14 +97,14 @@ class SelfDistilledSER(nn.Module):
         hf = encoder if encoder is not None else load_encoder(config.base, config.family, config.backbone)
         if config.truncate_at is not None:
             if not 1 <= config.truncate_at <= hf.config.num_hidden_layers:
-                raise ValueError(f"truncate_at must lie in 1..{hf.config.num_hidden_layers}")
+                raise InputError(f"truncate_at must lie in 1..{hf.config.num_hidden_layers}")
             hf.encoder.layers = hf.encoder.layers[: config.truncate_at]
             hf.config.num_hidden_layers = config.truncate_at
         self.backbone = Backbone(hf)
         n = self.backbone.num_layers
         students = sorted(set(config.exit_layers))
         if any(not 1 <= a < n for a in students):
-            raise ValueError(f"exit layers {students} must lie in 1..{n - 1} (layer {n} is the teacher)")
+            raise InputError(f"exit layers {students} must lie in 1..{n - 1} (layer {n} is the teacher)")
         self.student_layers: list[int] = students
         self.exit_layers: list[int] = students + [n]
         r = self.backbone.hidden_size

@@ -32,20 +32,16 @@ from torch import nn
 import edge_ser
 from edge_ser.classifier import Classifier
 from edge_ser.integrity import sha256_of
-from edge_ser.errors import EdgeSerError
 from edge_ser.manifest import RUN_PRECISIONS, Exit, FileRef, Manifest, Segment
 from edge_ser.policy import calibrate
 from edge_ser.precision import fastest, within_loss
 from edge_ser.stream import check_streaming
 
+from .errors import ExportError
 from .model import SelfDistilledSER
 
 OPSET = 20  # opset 20 has Gelu: onnxruntime runs it (and BiasGelu) fused; at 18 the exporter spelt it out in Erf/Mul/Div
 log = logging.getLogger(__name__)
-
-
-class ExportError(EdgeSerError):
-    """An export that cannot be trusted or asked for what it cannot write: one line at the command line."""
 
 
 @dataclass
@@ -227,13 +223,13 @@ def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: Export
     worst = 0.0
     for seconds in options.verify_seconds:
         samples = rng.standard_normal(int(seconds * sample_rate)).astype(np.float32) * 0.1
-        x = runtime.preprocess(samples)  # as the device will feed it (normalised or raw, per the manifest)
+        x = runtime.runner.preprocess(samples)  # as the device will feed it (normalised or raw, per the manifest)
         with torch.no_grad():
             expected = model(torch.from_numpy(x))
             hidden_t = model.backbone.embed(torch.from_numpy(x))
         value, diffs, previous = x, {}, None
         for e in runtime.manifest.exits:
-            for seg in runtime._segments_between(previous, e):
+            for seg in runtime.runner.segments_between(previous, e):
                 value = runtime.engine.run(seg, value)
             with torch.no_grad():
                 hidden_t = model.backbone.run_layers(hidden_t, previous.layer if previous else 0, e.layer)
@@ -256,7 +252,7 @@ def record_streaming(out: Path, manifest: Manifest, precisions: list[str], optio
     verdict: dict = {"tolerance": options.tolerance, "chunk_ms": list(options.stream_chunk_ms), "reason": None,
                      "precisions": {}}
     for precision in precisions:
-        check = check_streaming(Classifier(out, precision=precision, shared_pool=False), options.stream_chunk_ms,
+        check = check_streaming(Classifier(out, precision=precision, shared_pool=False).runner, options.stream_chunk_ms,
                                 tolerance=options.tolerance)
         verdict["precisions"][precision] = {"exact": check["exact"], "max_abs_diff": check["max_abs_diff"]}
         verdict["reason"] = verdict["reason"] or check["reason"]

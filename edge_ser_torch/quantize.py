@@ -87,11 +87,11 @@ def quantize_model(directory: Path, manifest: Manifest, calibration: list[np.nda
     int8_encoder=False keeps the encoder and context fp32 (the static, calibrated ones); so does an empty
     calibration list.
     """
-    from edge_ser import engine
+    from edge_ser.engine import global_pool_threads
 
-    from .onnx_export import ExportError
+    from .errors import ExportError
 
-    if engine._GLOBAL_POOL_THREADS is not None:
+    if global_pool_threads() is not None:
         raise ExportError("quantize before running the runtime with its shared thread pool in this process (or in "
                            "another process): onnxruntime's quantiser opens sessions with threads of their own, "
                            "which onnxruntime refuses once a process-wide pool exists")

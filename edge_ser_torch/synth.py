@@ -34,6 +34,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from .errors import InputError
+
 SAMPLE_RATE = 16000
 
 
@@ -172,11 +174,11 @@ class CorpusSpec:
 
     def __post_init__(self) -> None:
         if self.clips_per_style < 1 or self.dev_speakers < 1 or self.test_speakers < 1:
-            raise ValueError("need at least one clip per style and one dev and one test speaker")
+            raise InputError("need at least one clip per style and one dev and one test speaker")
         if self.dev_speakers + self.test_speakers >= self.speakers:
-            raise ValueError("need at least one training speaker beside the dev and test speakers")
+            raise InputError("need at least one training speaker beside the dev and test speakers")
         if not 0 < self.min_seconds <= self.max_seconds:
-            raise ValueError("clip lengths need 0 < min_seconds <= max_seconds")
+            raise InputError("clip lengths need 0 < min_seconds <= max_seconds")
 
 
 def difficulty_settings(difficulty: float, spec: CorpusSpec) -> tuple[float, float, float]:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .config import ExperimentConfig
 from .data import Clip, ClipDataset, collate, describe, label_set, read_demos, read_manifest
+from .errors import InputError
 from .evaluate import Evaluation, evaluate_model
 from .losses import self_distillation_loss
 from .model import SelfDistilledSER
@@ -46,13 +47,13 @@ def load_clips(config: ExperimentConfig) -> list[Clip]:
         return read_manifest(config.data.manifest)
     if config.data.demos_dir:
         return read_demos(config.data.demos_dir, seed=config.train.seed)
-    raise ValueError("the config names no data: set data.manifest (CSV) or data.demos_dir")
+    raise InputError("the config names no data: set data.manifest (CSV) or data.demos_dir")
 
 
 def make_dataset(config: ExperimentConfig, clips: list[Clip], labels: list[str], splits: tuple[str, ...], train: bool):
     chosen = [c for c in clips if c.split in splits]
     if not chosen:
-        raise ValueError(f"no clips in split(s) {', '.join(splits)}")
+        raise InputError(f"no clips in split(s) {', '.join(splits)}")
     d = config.data
     return ClipDataset(chosen, labels, d.sample_rate, d.max_seconds, d.normalize, train=train)
 
@@ -91,7 +92,7 @@ def load_checkpoint(path: str | Path) -> tuple[SelfDistilledSER, ExperimentConfi
 
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not an edge-ser checkpoint (version {state.get('version')!r})")
+        raise InputError(f"{path}: not an edge-ser checkpoint (version {state.get('version')!r})")
     config = ExperimentConfig.from_dict(state["config"])
     hf_config = dict(state["hf_config"])
     hf = AutoModel.from_config(AutoConfig.for_model(hf_config.pop("model_type"), **hf_config))

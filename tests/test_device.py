@@ -104,11 +104,11 @@ def test_bench_refuses_bad_arguments_in_one_line(args, message):
 
 
 def test_a_missing_provider_falls_back_when_cpu_is_listed_and_is_one_error_otherwise():
-    from edge_ser import ManifestError
+    from edge_ser import ProviderError
     from edge_ser.engine import usable_providers
 
     assert usable_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    with pytest.raises(ManifestError, match="CUDAExecutionProvider not available here; available: .*CPUExecution"):
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider not available here; available: .*CPUExecution"):
         usable_providers(["CUDAExecutionProvider"])
     r = cli("classify", SAMPLES / "easy_high-rising.wav", "--provider", "TensorrtExecutionProvider",
             "--provider", "CPUExecutionProvider")

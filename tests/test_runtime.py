@@ -251,7 +251,7 @@ def test_result_json_never_holds_nan(tiny_export):
     import json
 
     r = Classifier(tiny_export, shared_pool=False).classify(clip(), 16000, exit=1)
-    r.latency_ms, r.probabilities[TINY_LABELS[0]] = float("nan"), float("inf")
+    r = dataclasses.replace(r, latency_ms=float("nan"), probabilities=r.probabilities | {TINY_LABELS[0]: float("inf")})
     data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert data["latency_ms"] is None and data["probabilities"][TINY_LABELS[0]] is None
 
@@ -372,15 +372,15 @@ def test_the_online_estimate_keeps_the_worst_rate_seen_and_decays_towards_faster
 def test_unseen_blocks_and_heads_are_estimated_from_what_has_run(tiny_export):
     c = Classifier(tiny_export, shared_pool=False)  # no profile
     seg = {s.name: s for s in c.manifest.chain} | {e.head.name: e.head for e in c.manifest.exits}
-    c._online.observe("blocks_00_01", 1.0, 10.0)  # 1 layer: 10 ms per layer-second
-    c._online.observe("exit_01", 1.0, 2.0)
-    assert c._predict(seg["blocks_01_03"], 1.0) == pytest.approx(20.0)  # 2 layers at the per-layer cost seen
-    assert c._predict(seg["blocks_03_04"], 2.0) == pytest.approx(20.0)
-    assert c._predict(seg["exit_03"], 1.0) == pytest.approx(2.0)  # an unseen head costs the dearest head seen
-    assert c._predict(seg["encoder"], 1.0) is None  # nothing to scale an encoder from: unknown
-    c._online.observe("blocks_01_03", 1.0, 12.0)  # once a segment has run, its own figure wins
-    assert c._predict(seg["blocks_01_03"], 1.0) == pytest.approx(12.0)
-    assert c._predict(seg["blocks_03_04"], 1.0) == pytest.approx(10.0)  # the dearer per-layer rate (10 > 6)
+    c.runner.online.observe("blocks_00_01", 1.0, 10.0)  # 1 layer: 10 ms per layer-second
+    c.runner.online.observe("exit_01", 1.0, 2.0)
+    assert c.runner._predict(seg["blocks_01_03"], 1.0) == pytest.approx(20.0)  # 2 layers at the per-layer cost seen
+    assert c.runner._predict(seg["blocks_03_04"], 2.0) == pytest.approx(20.0)
+    assert c.runner._predict(seg["exit_03"], 1.0) == pytest.approx(2.0)  # an unseen head costs the dearest head seen
+    assert c.runner._predict(seg["encoder"], 1.0) is None  # nothing to scale an encoder from: unknown
+    c.runner.online.observe("blocks_01_03", 1.0, 12.0)  # once a segment has run, its own figure wins
+    assert c.runner._predict(seg["blocks_01_03"], 1.0) == pytest.approx(12.0)
+    assert c.runner._predict(seg["blocks_03_04"], 1.0) == pytest.approx(10.0)  # the dearer per-layer rate (10 > 6)
 
 
 def test_a_memory_budget_exactly_met_fits(tiny_export):
@@ -392,7 +392,7 @@ def test_a_memory_budget_exactly_met_fits(tiny_export):
 
 
 def test_windows_combine_into_one_answer_field_by_field():
-    from edge_ser.classifier import Result
+    from edge_ser.runner import Result
 
     c = Classifier(shared_pool=False)  # the shipped demo: only its labels and segment order are used
     labels = c.manifest.labels
@@ -408,15 +408,15 @@ def test_windows_combine_into_one_answer_field_by_field():
                estimated=False, speech=True)
     b = window(1, second, 8, ["blocks_03_08", "exit_08", "encoder", "context", "blocks_00_03"], budget_ms=30.0,
                budget_met=False, estimated=True, speech=False, warning="not even exit 3 fits")
-    r = c.combine_windows([a, b], 30.0)
+    r = c.runner.combine([a, b], 30.0)
     assert r.label == labels[1] and r.probabilities[labels[1]] == pytest.approx(0.4)
     assert r.exit_layer == 8 and r.stopped_by == "windows" and r.windows == [a, b]
     assert r.segments_run == ["encoder", "context", "blocks_00_03", "blocks_03_08", "exit_03", "exit_08"]
     assert (r.latency_ms, r.load_ms, r.seconds) == (21.0, 1.0, 4.0)
     assert r.budget_ms == 30.0 and r.budget_met is False and r.estimated is True
     assert r.speech is True and r.warning == "not even exit 3 fits"  # speech in any window; the first warning
-    assert c.combine_windows([a, a], None).budget_met is None
-    assert c.combine_windows([a, window(2, first, 3, ["encoder"], speech=None)], None).speech is None
+    assert c.runner.combine([a, a], None).budget_met is None
+    assert c.runner.combine([a, window(2, first, 3, ["encoder"], speech=None)], None).speech is None
 
 
 def test_the_refusal_names_each_limit_it_was_given(tiny_export):

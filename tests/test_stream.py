@@ -250,7 +250,7 @@ def test_several_streams_share_one_classifier(stream_export):
 
 def test_check_streaming_finds_a_chunk_dependent_encoder(stream_export, monkeypatch):
     c = Classifier(stream_export, shared_pool=False)
-    assert check_streaming(c)["exact"]
+    assert check_streaming(c.runner)["exact"]
     original = c.engine.run
 
     def clip_dependent(segment, value):  # what group normalisation over time does: output depends on the chunk
@@ -258,7 +258,7 @@ def test_check_streaming_finds_a_chunk_dependent_encoder(stream_export, monkeypa
         return out - out.mean(axis=1, keepdims=True) if segment.kind == "encoder" else out
 
     monkeypatch.setattr(c.engine, "run", clip_dependent)
-    verdict = check_streaming(c)
+    verdict = check_streaming(c.runner)
     assert not verdict["exact"] and "differs from whole-clip" in verdict["reason"]
 
 

@@ -24,7 +24,8 @@ from wyoming.error import Error
 from wyoming.ping import Pong
 from wyoming.vad import VoiceStarted, VoiceStopped
 
-from ..classifier import Classifier, Result
+from ..classifier import Classifier
+from ..runner import Result
 from ..endpoint import EndpointOptions
 from ..errors import AudioError, BudgetError, EdgeSerError
 from ..options import RATE_RULE, RunOptions, is_rate
