@@ -139,13 +139,16 @@ class Classifier:
         memory_mb: float | None = None,
         exit: int | str | None = None,
         strict: bool = False,
+        options: RunOptions | None = None,
     ) -> Result:
         """Classify a file path or samples (mono float or PCM ints; sample_rate required for arrays).
 
         exit: an exit layer to run to, or "auto"/None for adaptive early exit.
         strict: raise BudgetError instead of answering from the first exit when nothing fits.
+        options: all four at once, as a RunOptions (what a service keeps per client), instead of the keywords.
         """
-        options = RunOptions(budget_ms, memory_mb, exit, strict)
+        options = _run_options(options, budget_ms, memory_mb, exit, strict)
+        budget_ms = options.budget_ms
         rate = self.manifest.sample_rate
         decode_ms = None
         if isinstance(audio, (str, Path)):
@@ -202,15 +205,28 @@ class Classifier:
         strict: bool = False,
         endpoint: EndpointOptions | None = DEFAULT_ENDPOINT,
         incremental: bool | None = None,
+        options: RunOptions | None = None,
     ) -> Stream:
         """A live stream at `sample_rate` (see edge_ser.stream): accept(chunk) -> results of utterances that ended.
 
         endpoint: the endpointer's settings (its detector among them), or None when the app marks every end itself.
         incremental: run the encoder as audio arrives; default: where the manifest says it streams exactly.
+        options: the budgets, exit and strictness as one RunOptions, instead of the keywords.
         """
-        return Stream(self.runner, sample_rate, RunOptions(budget_ms, memory_mb, exit, strict),
+        return Stream(self.runner, sample_rate, _run_options(options, budget_ms, memory_mb, exit, strict),
                       window_samples=self.window_samples, endpoint=endpoint, incremental=incremental)
 
     def exit_probabilities(self, samples: np.ndarray) -> dict[int, np.ndarray]:
         """Probabilities at every exit for mono samples at the model's rate (evaluation, calibration)."""
         return self.runner.exit_probabilities(samples)
+
+
+def _run_options(options: RunOptions | None, budget_ms, memory_mb, exit, strict) -> RunOptions:
+    """The keywords as a RunOptions (checked there), or `options` itself: not both."""
+    if options is None:
+        return RunOptions(budget_ms, memory_mb, exit, strict)
+    if not isinstance(options, RunOptions):
+        raise OptionError(f"options must be a RunOptions, got {type(options).__name__}")
+    if (budget_ms, memory_mb, exit, strict) != (None, None, None, False):
+        raise OptionError("give the budgets, exit and strict either as keywords or as options=RunOptions(...), not both")
+    return options

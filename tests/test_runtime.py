@@ -445,3 +445,16 @@ def test_sessions_keep_no_memory_pattern_per_input_length():
     c.classify(np.zeros(12345, np.float32), 16000, exit=12)  # opens the whole chain
     sessions = [c.engine.session(s) for s in c.manifest.chain + [e.head for e in c.manifest.exits]]
     assert sessions and all(not s.get_session_options().enable_mem_pattern for s in sessions)
+
+
+def test_run_options_are_one_value_for_classify_and_stream_not_mixed_with_keywords(tiny_export):
+    from edge_ser import OptionError, RunOptions
+
+    c = Classifier(tiny_export, shared_pool=False)
+    options = RunOptions(exit=3)
+    assert c.classify(clip(), 16000, options=options).exit_layer == 3
+    assert c.stream(16000, options=options, endpoint=None).options is options
+    with pytest.raises(OptionError, match="either as keywords or as options"):
+        c.classify(clip(), 16000, exit=1, options=options)
+    with pytest.raises(OptionError, match="options must be a RunOptions"):
+        c.stream(16000, options={"exit": 3})

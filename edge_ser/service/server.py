@@ -285,7 +285,7 @@ class Service:
         self.run, self.limits = run or RunOptions(), limits or Limits()
         self.endpoint = endpoint or DEFAULT_ENDPOINT
         run, limits = self.run, self.limits
-        classifier.plan(1.0, run.budget_ms, run.memory_mb, run.exit)  # an exit the model lacks fails here
+        classifier.runner.plan(1.0, run)  # an exit the model lacks fails here
         self.info = info_event(classifier, run, self.endpoint, limits)
         self.connections: set[Connection] = set()
         self.stopping = asyncio.Event()

@@ -151,7 +151,7 @@ class Session:
 
         def open_stream() -> list[Event]:
             try:
-                self.stream = self.classifier.stream(rate, endpoint=endpoint, **self.run.as_kwargs())
+                self.stream = self.classifier.stream(rate, endpoint=endpoint, options=self.run)
             except EdgeSerError as err:
                 self.stream = None
                 return [error(f"cannot open a stream: {err}", "bad-request")]
@@ -246,7 +246,7 @@ class Session:
         samples = np.concatenate(clip) if clip else np.zeros(0, np.float32)
         rate = self.classifier.manifest.sample_rate
         try:
-            return [result_event(self.classifier.classify(samples, rate, **self.run.as_kwargs()))]
+            return [result_event(self.classifier.classify(samples, rate, options=self.run))]
         except BudgetError as err:
             return [error(f"clip refused: {err}", "budget")]
         except AudioError as err:

@@ -278,7 +278,7 @@ def classify_upload(service: Service, body: bytes, name: str) -> dict:
                 raise AudioError(f"the recording is {seconds:.1f} s long; this server classifies at most "
                                  f"{service.limits.clip_seconds:g} s (use the live view or edge-ser listen for long "
                                  "audio)")
-            result = classifier.classify(held.name, **service.run.as_kwargs())
+            result = classifier.classify(held.name, options=service.run)
             samples = decode(held.name, rate)
         except AudioError as err:  # name the recording, not the temporary file it was decoded from
             raise AudioError(str(err).replace(held.name, name)) from None
