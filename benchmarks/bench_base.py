@@ -76,7 +76,7 @@ def export_base(work: Path) -> dict:
         "path_parameters": {str(e.layer): e.path_parameters for e in m.exits},
         "export_seconds": export_s,
         "quantize_seconds": quantize_s,
-        "verify_max_abs_diff": m.provenance["verify_max_abs_diff"],
+        "verify_max_abs_diff": m.provenance.verify_max_abs_diff,
     }
 
 
@@ -274,7 +274,7 @@ def main() -> None:
 
         m = load_manifest(args.work)
         results["export"] = {"reused": str(args.work), "path_parameters": {str(e.layer): e.path_parameters for e in m.exits},
-                             "verify_max_abs_diff": m.provenance["verify_max_abs_diff"]}
+                             "verify_max_abs_diff": m.provenance.verify_max_abs_diff}
     print(f"export: {json.dumps(results['export'])}")
     parts = {"engines": lambda: engines_per_exit(args.work, args.rounds, args.repeats),
              "per_segment": lambda: per_segment(args.work, args.repeats * 2),

@@ -44,7 +44,7 @@ def export_base_stream(out: Path, calibration: list[np.ndarray]) -> Path:
     from edge_ser_torch.onnx_export import ExportOptions, export_model, record_streaming
     from edge_ser_torch.quantize import quantize_model
 
-    if (out / "manifest.yaml").is_file() and load_manifest(out).streaming.get("precisions", {}).get("int8"):
+    if (out / "manifest.yaml").is_file() and "int8" in load_manifest(out).streaming.precisions:
         return out
     torch.manual_seed(0)
     overrides = {"feat_extract_norm": "layer", "conv_bias": True, "do_stable_layer_norm": True}

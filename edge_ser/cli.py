@@ -429,7 +429,7 @@ def cmd_classify(args) -> int:
             bar.write(f"{name:<28} {_format_row(result)}")
             for w, window in enumerate(result.windows):
                 bar.write(f"{'  window ' + str(w + 1):<28} {_format_row(window)}")
-    if not args.json and classifier.manifest.provenance.get("synthetic"):
+    if not args.json and classifier.manifest.provenance.synthetic:
         sys.stdout.flush()  # keep the note after the table when both streams go to one pipe
         print("note: the demo model tells apart synthetic speech styles, not real emotions", file=sys.stderr)
     if failures:
@@ -470,24 +470,24 @@ def cmd_info(args) -> int:
         timed = ", ".join(f"{p} {ms:.1f} ms" for p, ms in choice.full_depth_ms.items())
         print(f"  on device   {choice.precision}: the fastest verified precision here ({timed} at full depth, "
               f"3 s clip; edge-ser calibrate, {choice.date})")
-    dev_int8 = manifest.precisions.get("int8", {}).get("dev_uar", {})
-    dev_blocks = manifest.precisions.get("int8-blocks", {}).get("dev_uar", {})
+    dev_int8 = manifest.precisions["int8"].dev_uar if "int8" in manifest.precisions else {}
+    dev_blocks = manifest.precisions["int8-blocks"].dev_uar if "int8-blocks" in manifest.precisions else {}
     print(f"  {'exit':>4} {'path params':>12} {'dev UAR':>8} {'test UAR':>8} {'int8 dev':>8} {'int8-blk':>8}  files")
     for e in manifest.exits:
         def pct(v):
             return f"{100 * v:>7.1f}%" if isinstance(v, (int, float)) else f"{'-':>8}"
         mb = sum(s.file_for("fp32").bytes for s in manifest.chain_to(e) + [e.head]) / 2**20
         print(f"  {e.layer:>4} {e.path_parameters:>12,} {pct(e.dev_uar)} {pct(e.test_uar)} "
-              f"{pct(dev_int8.get(str(e.layer)))} {pct(dev_blocks.get(str(e.layer)))}  {mb:.1f} MB fp32")
+              f"{pct(dev_int8.get(e.layer))} {pct(dev_blocks.get(e.layer))}  {mb:.1f} MB fp32")
     if manifest.policy:
-        rule = manifest.policy["measures"][manifest.policy.get("default", "max_prob")]
-        print(f"  early exit  {manifest.policy.get('default')} >= {rule.get('threshold'):.3f}: dev UAR "
-              f"{100 * rule['dev_uar']:.1f}% vs {100 * rule['full_uar']:.1f}% at full depth, "
-              f"{100 * rule['compute_share']:.0f}% of full-depth compute (mean exit {rule['mean_exit_layer']:.1f})")
-    exact = [p for p, v in (manifest.streaming.get("precisions") or {}).items() if v.get("exact")]
+        measure, rule = manifest.policy.rule()
+        stop = f"patience {rule.patience}" if measure == "patience" else f"{measure} >= {rule.threshold:.3f}"
+        print(f"  early exit  {stop}: dev UAR {100 * rule.dev_uar:.1f}% vs {100 * rule.full_uar:.1f}% at full depth, "
+              f"{100 * rule.compute_share:.0f}% of full-depth compute (mean exit {rule.mean_exit_layer:.1f})")
+    exact = [p for p, check in manifest.streaming.precisions.items() if check.exact]
     print("  streaming   " + (f"the encoder runs while audio arrives (checked exact at {', '.join(exact)})" if exact else
                               f"the encoder runs at the end of each utterance "
-                              f"({manifest.streaming.get('reason') or 'no streaming check in this manifest'})"))
+                              f"({manifest.streaming.reason or 'no streaming check in this manifest'})"))
     for key, value in manifest.provenance.items():
         print(f"  {key:<11} {value}")
     return 0

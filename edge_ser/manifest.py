@@ -26,6 +26,9 @@ import yaml
 
 from .errors import ManifestError
 from .options import RATE_RULE, is_rate
+from .policy import Calibrated, Policy
+
+CALIBRATED_FIELDS = ("threshold", "patience", "dev_uar", "full_uar", "mean_exit_layer", "compute_share")
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -76,6 +79,47 @@ class Exit:
     test_uar: float | None = None
 
 
+@dataclass(frozen=True)
+class PrecisionRecord:
+    """What the export measured of one run precision, on the exported files through the runtime."""
+
+    dev_uar: dict[int, float] = field(default_factory=dict)  # exit layer -> dev UAR
+    quantized: tuple[str, ...] = ()  # the segments whose files are int8 at this precision
+    full_depth_ms: float | None = None  # a run through every exit of a 3 s clip, on the export machine
+
+
+@dataclass(frozen=True)
+class StreamCheck:
+    exact: bool = False  # chunked encoder output equal to whole-clip output within the tolerance
+    max_abs_diff: float | None = None
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """Whether the encoder runs on chunks exactly, per precision: the export's check (stream.check_streaming)."""
+
+    precisions: dict[str, StreamCheck] = field(default_factory=dict)
+    tolerance: float | None = None
+    chunk_ms: tuple[float, ...] = ()
+    reason: str | None = None  # why it does not (per-clip normalisation, a chunk-dependent encoder ...)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the model comes from. The runtime reads `synthetic`; the rest is for people (edge-ser info)."""
+
+    synthetic: bool = False  # trained on the synthetic style corpus: its labels are not emotions
+    default_precision_rule: str | None = None  # how the export chose default_precision
+    verify_max_abs_diff: float | None = None  # the export's onnxruntime-vs-torch check
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else the exporter recorded (created, torch ...)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every recorded entry, as the manifest holds them."""
+        known = {"synthetic": self.synthetic or None, "default_precision_rule": self.default_precision_rule,
+                 "verify_max_abs_diff": self.verify_max_abs_diff}
+        return list(self.extra.items()) + [(k, v) for k, v in known.items() if v is not None]
+
+
 @dataclass
 class Manifest:
     name: str
@@ -87,12 +131,10 @@ class Manifest:
     labels: list[str]
     chain: list[Segment]  # encoder, then blocks in order
     exits: list[Exit]  # in layer order; the last is the teacher
-    policy: dict[str, Any] = field(default_factory=dict)  # calibrated early-exit thresholds
-    precisions: dict[str, Any] = field(default_factory=dict)  # per precision: dev UAR per exit, what is quantized
-    provenance: dict[str, Any] = field(default_factory=dict)
-    # Whether the encoder runs on chunks exactly: {"tolerance", "chunk_ms", "reason", "precisions": {p: {"exact",
-    # "max_abs_diff"}}}, written by the export's check (edge_ser.stream.check_streaming).
-    streaming: dict[str, Any] = field(default_factory=dict)
+    policy: Policy | None = None  # calibrated early-exit rules; None for a model exported without dev data
+    precisions: dict[str, PrecisionRecord] = field(default_factory=dict)  # run precision -> what the export measured
+    provenance: Provenance = field(default_factory=Provenance)
+    streaming: Streaming = field(default_factory=Streaming)
     # What a run uses when it names no precision: the export's fastest variant (timed at full depth on the export
     # machine) whose dev UAR stayed within its limit of fp32 at every exit; fp32 for models exported without dev data.
     default_precision: str = "fp32"
@@ -111,8 +153,8 @@ class Manifest:
 
     def streams_exactly(self, precision: str) -> bool:
         """True when the export checked that the encoder, run chunk by chunk, gives whole-clip output at `precision`."""
-        entry = (self.streaming.get("precisions") or {}).get(precision) or {}
-        return bool(entry.get("exact")) and len(self.chain) > 1 and self.chain[1].kind == "context"
+        entry = self.streaming.precisions.get(precision)
+        return entry is not None and entry.exact and len(self.chain) > 1 and self.chain[1].kind == "context"
 
     @property
     def receptive_samples(self) -> int:
@@ -131,9 +173,20 @@ class Manifest:
         return self.chain[: names.index(exit_.after) + 1]
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values in the manifest's YAML layout (exit layers as string keys, lists for tuples)."""
         data = asdict(self)
         for seg in data["chain"] + [e["head"] for e in data["exits"]]:
             seg["layers"] = list(seg["layers"])
+        data["policy"] = self.policy.to_dict() if self.policy else {}
+        data["precisions"] = {p: {"dev_uar": {str(k): v for k, v in r.dev_uar.items()},
+                                  **({"quantized": list(r.quantized)} if r.quantized else {}),
+                                  **({"full_depth_ms": r.full_depth_ms} if r.full_depth_ms is not None else {})}
+                              for p, r in self.precisions.items()}
+        data["provenance"] = dict(self.provenance.items())
+        data["streaming"] = ({} if self.streaming == Streaming() else
+                             {"tolerance": self.streaming.tolerance, "chunk_ms": list(self.streaming.chunk_ms),
+                              "reason": self.streaming.reason,
+                              "precisions": {p: asdict(c) for p, c in self.streaming.precisions.items()}})
         return data
 
     def save(self, directory: str | Path) -> Path:
@@ -217,8 +270,9 @@ def load_manifest(directory: str | Path, data: bytes | None = None) -> Manifest:
             name=raw["name"], description=raw.get("description", ""), sample_rate=int(raw["sample_rate"]),
             normalize=bool(raw["normalize"]), min_samples=int(raw["min_samples"]),
             samples_per_frame=int(raw["samples_per_frame"]), labels=list(raw["labels"]), chain=chain, exits=exits,
-            policy=raw.get("policy") or {}, precisions=raw.get("precisions") or {}, provenance=raw.get("provenance") or {},
-            streaming=raw.get("streaming") or {}, default_precision=raw.get("default_precision", "fp32"),
+            policy=parse_policy(raw.get("policy"), str(path)), precisions=_precisions(raw.get("precisions"), str(path)),
+            provenance=parse_provenance(raw.get("provenance")), streaming=parse_streaming(raw.get("streaming"), str(path)),
+            default_precision=raw.get("default_precision", "fp32"),
             max_precision_loss=raw.get("max_precision_loss"), format_version=version,
         )
     except (KeyError, TypeError, ValueError) as err:
@@ -240,6 +294,58 @@ def load_manifest(directory: str | Path, data: bytes | None = None) -> Manifest:
     _check_fields(raw, manifest, str(path))
     _check_inside(directory, chain + [e.head for e in exits])
     return manifest
+
+
+def _section(raw: Any, where: str, name: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: field {name} is {raw!r}; allowed: a mapping")
+    return raw
+
+
+def parse_policy(raw: Any, where: str = "policy") -> Policy | None:
+    """The `policy` section as a Policy (None when there is none), every measure a Calibrated rule."""
+    raw = _section(raw, where, "policy")
+    if not raw:
+        return None
+    measures = _section(raw.get("measures"), where, "policy.measures")
+    try:
+        rules = {name: Calibrated(**{k: (rule or {}).get(k) for k in CALIBRATED_FIELDS}) for name, rule in measures.items()}
+    except (TypeError, AttributeError):
+        raise ManifestError(f"{where}: field policy.measures is {measures!r}; allowed: a rule per measure") from None
+    return Policy(rules, raw.get("default", "max_prob"), raw.get("max_accuracy_loss"), raw.get("calibrated_on_clips"))
+
+
+def _precisions(raw: Any, where: str) -> dict[str, PrecisionRecord]:
+    records = {}
+    for precision, entry in _section(raw, where, "precisions").items():
+        entry = _section(entry, where, f"precisions.{precision}")
+        try:
+            dev = {int(k): v for k, v in _section(entry.get("dev_uar"), where, f"precisions.{precision}.dev_uar").items()}
+        except (TypeError, ValueError):
+            raise ManifestError(f"{where}: field precisions.{precision}.dev_uar has a key that is not an exit "
+                                "layer") from None
+        records[precision] = PrecisionRecord(dev, tuple(entry.get("quantized") or ()), entry.get("full_depth_ms"))
+    return records
+
+
+def parse_streaming(raw: Any, where: str = "streaming") -> Streaming:
+    """The `streaming` section (the export's check, or a verdict from stream.check_streaming) as a Streaming."""
+    raw = _section(raw, where, "streaming")
+    checks = {p: StreamCheck(bool((c or {}).get("exact")), (c or {}).get("max_abs_diff"))
+              for p, c in _section(raw.get("precisions"), where, "streaming.precisions").items()}
+    return Streaming(checks, raw.get("tolerance"), tuple(raw.get("chunk_ms") or ()), raw.get("reason"))
+
+
+def parse_provenance(raw: Any) -> Provenance:
+    raw = dict(raw) if isinstance(raw, dict) else {}
+    return Provenance(bool(raw.pop("synthetic", False)), raw.pop("default_precision_rule", None),
+                      raw.pop("verify_max_abs_diff", None), raw)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _need(ok: bool, where: str, field: str, value: Any, allowed: str) -> None:
@@ -280,11 +386,18 @@ def _check_fields(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
     layers = [e.layer for e in manifest.exits]
     _need(all(x >= 1 for x in layers) and len(set(layers)) == len(layers), where, "exits' layers", layers,
           "distinct layer numbers from 1")
-    for measure, entry in ((manifest.policy or {}).get("measures") or {}).items():
-        threshold = (entry or {}).get("threshold")
-        _need(threshold is None or (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0), where,
-              f"policy.measures.{measure}.threshold", threshold, "a number from 0 to 1")
-    _need(isinstance(manifest.streaming, dict), where, "streaming", manifest.streaming, "a mapping")
+    for measure, rule in (manifest.policy.measures if manifest.policy else {}).items():
+        _need(rule.threshold is None or (_is_number(rule.threshold) and 0.0 <= rule.threshold <= 1.0), where,
+              f"policy.measures.{measure}.threshold", rule.threshold, "a number from 0 to 1")
+        _need(rule.patience is None or _is_int(rule.patience), where, f"policy.measures.{measure}.patience",
+              rule.patience, "a whole number >= 0")
+    if manifest.policy is not None:
+        _need(manifest.policy.default in manifest.policy.measures, where, "policy.default", manifest.policy.default,
+              ", ".join(manifest.policy.measures))
+    for precision, record in manifest.precisions.items():
+        _need(precision in RUN_PRECISIONS, where, "precisions", precision, ", ".join(RUN_PRECISIONS))
+        _need(all(_is_number(v) and 0 <= v <= 1 for v in record.dev_uar.values()), where,
+              f"precisions.{precision}.dev_uar", record.dev_uar, "a UAR from 0 to 1 per exit")
     loss = manifest.max_precision_loss
     _need(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool) and 0 <= loss <= 1), where,
           "max_precision_loss", loss, "a number from 0 to 1 (dev UAR as a fraction)")

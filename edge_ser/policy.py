@@ -53,17 +53,12 @@ class StopRule:
         return bool(certainty(probabilities_so_far[-1], self.measure) >= self.threshold)
 
     @classmethod
-    def from_policy(cls, policy: dict, measure: str | None = None) -> StopRule:
+    def from_policy(cls, policy: Policy, measure: str | None = None) -> StopRule:
         """The calibrated rule for `measure` (default: the policy's default) from manifest.policy."""
-        measure = measure or policy.get("default", "max_prob")
-        if measure not in MEASURES:
-            raise OptionError(f"unknown exit measure {measure!r}; choose one of {', '.join(MEASURES)}")
-        entry = (policy.get("measures") or {}).get(measure)
-        if entry is None:
-            raise OptionError(f"this model has no calibrated {measure} threshold; run calibration at export")
+        measure, entry = policy.rule(measure)
         if measure == "patience":
-            return cls(measure, patience=int(entry["patience"]))
-        return cls(measure, threshold=float(entry["threshold"]))
+            return cls(measure, patience=int(entry.patience or 0))
+        return cls(measure, threshold=float(entry.threshold if entry.threshold is not None else 1.0))
 
 
 def simulate(probabilities: list[np.ndarray], rule: StopRule) -> np.ndarray:
@@ -91,14 +86,39 @@ def uar(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[truth == c] == c) for c in classes]))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Calibrated:
+    """One calibrated stop rule: its threshold (max_prob, entropy) or patience, and what it gave on dev data."""
+
     threshold: float | None
     patience: int | None
     dev_uar: float
     full_uar: float
     mean_exit_layer: float
     compute_share: float  # mean cost of an adaptive run / cost of a full-depth run
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The manifest's `policy`: a calibrated rule per measure, the default one, and how they were calibrated."""
+
+    measures: dict[str, Calibrated]
+    default: str = "max_prob"
+    max_accuracy_loss: float | None = None  # UAR (fraction) the rules may lose against always running to the end
+    calibrated_on_clips: int | None = None
+
+    def rule(self, measure: str | None = None) -> tuple[str, Calibrated]:
+        """(measure, its calibrated rule): `measure`, or the default one."""
+        measure = measure or self.default
+        if measure not in MEASURES:
+            raise OptionError(f"unknown exit measure {measure!r}; choose one of {', '.join(MEASURES)}")
+        if measure not in self.measures:
+            raise OptionError(f"this model has no calibrated {measure} threshold; run calibration at export")
+        return measure, self.measures[measure]
+
+    def to_dict(self) -> dict:
+        return {"max_accuracy_loss": self.max_accuracy_loss, "calibrated_on_clips": self.calibrated_on_clips,
+                "measures": {k: asdict(v) for k, v in self.measures.items()}, "default": self.default}
 
 
 def _outcome(probabilities, truth, rule, costs, layers) -> tuple[float, float, float]:
@@ -109,7 +129,7 @@ def _outcome(probabilities, truth, rule, costs, layers) -> tuple[float, float, f
 
 def calibrate(
     probabilities: list[np.ndarray], truth: np.ndarray, layers: list[int], costs: list[float], max_loss: float
-) -> dict:
+) -> Policy:
     """Thresholds per measure for a maximum UAR loss, from per-exit dev probabilities.
 
     costs[k]: the cost of stopping at exit k in an adaptive run (path to it plus every head
@@ -117,7 +137,7 @@ def calibrate(
     """
     full = costs[-1]
     full_uar = uar(truth, probabilities[-1].argmax(axis=1))
-    result: dict = {"max_accuracy_loss": max_loss, "calibrated_on_clips": int(truth.size), "measures": {}}
+    measures: dict[str, Calibrated] = {}
     for measure in ("max_prob", "entropy"):
         values = np.unique(np.concatenate([certainty(p, measure) for p in probabilities[:-1]]))
         if values.size > 400:  # quantiles are fine enough and keep calibration fast on big dev sets
@@ -130,12 +150,11 @@ def calibrate(
             got_uar, mean_layer, cost = _outcome(probabilities, truth, StopRule(measure, float(t)), costs, layers)
             if got_uar >= full_uar - max_loss and cost / full < best.compute_share:
                 best = Calibrated(float(t), None, got_uar, full_uar, mean_layer, cost / full)
-        result["measures"][measure] = asdict(best)
+        measures[measure] = best
     best = Calibrated(None, 0, full_uar, full_uar, float(layers[-1]), 1.0)
     for k in range(len(probabilities) - 1, 0, -1):  # from the most agreement asked (safe) to the least (cheap)
         got_uar, mean_layer, cost = _outcome(probabilities, truth, StopRule("patience", patience=k), costs, layers)
         if got_uar >= full_uar - max_loss and cost / full < best.compute_share:
             best = Calibrated(None, k, got_uar, full_uar, mean_layer, cost / full)
-    result["measures"]["patience"] = asdict(best)
-    result["default"] = "max_prob"
-    return result
+    measures["patience"] = best
+    return Policy(measures, "max_prob", max_loss, int(truth.size))

@@ -52,7 +52,7 @@ def within_loss(dev_uar: dict[str, dict[str, float]], max_loss: float) -> list[s
 
 def verified_precisions(manifest: Manifest) -> list[str]:
     """The shipped precisions within the manifest's accuracy rule (within_loss at its max_precision_loss)."""
-    dev = {p: (v or {}).get("dev_uar") or {} for p, v in manifest.precisions.items()}
+    dev = {p: record.dev_uar for p, record in manifest.precisions.items()}
     shipped = shipped_precisions(manifest)
     return [p for p in within_loss(dev, max_precision_loss(manifest)) if p in shipped]
 

@@ -184,7 +184,7 @@ class Stream:
         exact = manifest.streams_exactly(runner.engine.precision)
         if incremental and not exact:
             raise StreamError(f"model {manifest.name!r} at {runner.engine.precision} does not stream its encoder "
-                              f"exactly ({manifest.streaming.get('reason') or 'no streaming check in its manifest'})")
+                              f"exactly ({manifest.streaming.reason or 'no streaming check in its manifest'})")
         self.runner = runner
         self.window_samples = window_samples
         self.sample_rate = int(sample_rate)

@@ -32,7 +32,8 @@ from torch import nn
 import edge_ser
 from edge_ser.classifier import Classifier
 from edge_ser.integrity import sha256_of
-from edge_ser.manifest import RUN_PRECISIONS, Exit, FileRef, Manifest, Segment
+from edge_ser.manifest import (RUN_PRECISIONS, Exit, FileRef, Manifest, PrecisionRecord, Segment, StreamCheck, Streaming,
+                               parse_provenance)
 from edge_ser.policy import calibrate
 from edge_ser.precision import fastest, within_loss
 from edge_ser.stream import check_streaming
@@ -209,7 +210,7 @@ def export_segments(model: SelfDistilledSER, labels: list[str], out: Path, sampl
         labels=list(labels),
         chain=chain,
         exits=exits,
-        provenance=options.provenance,
+        provenance=parse_provenance(options.provenance),
     )
     manifest.save(out)
     return manifest
@@ -249,17 +250,16 @@ def verify(model: SelfDistilledSER, out: Path, sample_rate: int, options: Export
 
 def record_streaming(out: Path, manifest: Manifest, precisions: list[str], options: ExportOptions) -> Manifest:
     """Check, per precision, that the encoder run chunk by chunk equals the whole-clip run; write the verdict."""
-    verdict: dict = {"tolerance": options.tolerance, "chunk_ms": list(options.stream_chunk_ms), "reason": None,
-                     "precisions": {}}
+    checks, reason = {}, None
     for precision in precisions:
         check = check_streaming(Classifier(out, precision=precision, shared_pool=False).runner, options.stream_chunk_ms,
                                 tolerance=options.tolerance)
-        verdict["precisions"][precision] = {"exact": check["exact"], "max_abs_diff": check["max_abs_diff"]}
-        verdict["reason"] = verdict["reason"] or check["reason"]
-    manifest.streaming = verdict
+        checks[precision] = StreamCheck(check["exact"], check["max_abs_diff"])
+        reason = reason or check["reason"]
+    manifest.streaming = Streaming(checks, options.tolerance, tuple(options.stream_chunk_ms), reason)
     manifest.save(out)
-    exact = [p for p, v in verdict["precisions"].items() if v["exact"]]
-    log.info(f"streaming encoder: exact at {', '.join(exact)}" if exact else f"streaming encoder: not exact ({verdict['reason']})")
+    exact = [p for p, check in checks.items() if check.exact]
+    log.info(f"streaming encoder: exact at {', '.join(exact)}" if exact else f"streaming encoder: not exact ({reason})")
     return manifest
 
 
@@ -290,10 +290,10 @@ def full_depth_ms(out: Path, precisions: list[str]) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[str, float]:
+def uar_per_exit(probabilities: list[np.ndarray], truth: np.ndarray, manifest: Manifest) -> dict[int, float]:
     from edge_ser.policy import uar
 
-    return {str(e.layer): uar(truth, p.argmax(axis=1)) for e, p in zip(manifest.exits, probabilities, strict=True)}
+    return {e.layer: uar(truth, p.argmax(axis=1)) for e, p in zip(manifest.exits, probabilities, strict=True)}
 
 
 def export_model(
@@ -334,7 +334,7 @@ def export_model(
     log.info(f"exported {len(manifest.chain)} chain segments and {len(manifest.exits)} heads to {out}")
     if options.verify:
         report = verify(model, out, sample_rate, options)
-        manifest.provenance["verify_max_abs_diff"] = report["max_abs_diff"]
+        manifest.provenance = replace(manifest.provenance, verify_max_abs_diff=report["max_abs_diff"])
         log.info(f"verified at {', '.join(f'{s:g} s' for s in options.verify_seconds)}: max abs diff {report['max_abs_diff']:.2e}")
         manifest.save(out)
     if dev is None:
@@ -342,12 +342,10 @@ def export_model(
 
     audio, truth = dev
     fp32 = runtime_dev_probabilities(out, "fp32", audio)
-    manifest.precisions = {"fp32": {"dev_uar": uar_per_exit(fp32, truth, manifest)}}
+    manifest.precisions = {"fp32": PrecisionRecord(uar_per_exit(fp32, truth, manifest))}
     test_uar = uar_per_exit(runtime_dev_probabilities(out, "fp32", test[0]), test[1], manifest) if test else {}
-    manifest.exits = [
-        replace(e, dev_uar=manifest.precisions["fp32"]["dev_uar"][str(e.layer)], test_uar=test_uar.get(str(e.layer)))
-        for e in manifest.exits
-    ]
+    manifest.exits = [replace(e, dev_uar=manifest.precisions["fp32"].dev_uar[e.layer], test_uar=test_uar.get(e.layer))
+                      for e in manifest.exits]
     if options.int8:
         from .quantize import quantize_model
 
@@ -357,23 +355,24 @@ def export_model(
         variants = ("int8", "int8-blocks") if "encoder" in quantized else ("int8",)
         for variant in variants:
             probs = runtime_dev_probabilities(out, variant, audio)
-            manifest.precisions[variant] = {"dev_uar": uar_per_exit(probs, truth, manifest),
-                                            "quantized": [q for q in quantized if RUN_PRECISIONS[variant][kinds[q]] == "int8"]}
-            log.info(f"{variant} dev UAR per exit {manifest.precisions[variant]['dev_uar']}")
-        log.info(f"fp32 dev UAR per exit {manifest.precisions['fp32']['dev_uar']}")
+            manifest.precisions[variant] = PrecisionRecord(
+                uar_per_exit(probs, truth, manifest),
+                tuple(q for q in quantized if RUN_PRECISIONS[variant][kinds[q]] == "int8"))
+            log.info(f"{variant} dev UAR per exit {manifest.precisions[variant].dev_uar}")
+        log.info(f"fp32 dev UAR per exit {manifest.precisions['fp32'].dev_uar}")
         ms = full_depth_ms(out, list(manifest.precisions))
         for precision, value in ms.items():
-            manifest.precisions[precision]["full_depth_ms"] = value
+            manifest.precisions[precision] = replace(manifest.precisions[precision], full_depth_ms=value)
         manifest.max_precision_loss = options.max_precision_loss  # the rule a device's calibrate applies too
         if options.default_precision is None:
-            verified = within_loss({p: v["dev_uar"] for p, v in manifest.precisions.items()}, options.max_precision_loss)
+            verified = within_loss({p: r.dev_uar for p, r in manifest.precisions.items()}, options.max_precision_loss)
             manifest.default_precision = fastest({p: ms[p] for p in verified})
-            manifest.provenance["default_precision_rule"] = (
+            manifest.provenance = replace(manifest.provenance, default_precision_rule=(
                 f"fastest full-depth run of a 3 s clip on the export machine ({platform.machine()}, {os.cpu_count()} "
-                f"cores) among the variants within {options.max_precision_loss:g} dev UAR of fp32 at every exit")
+                f"cores) among the variants within {options.max_precision_loss:g} dev UAR of fp32 at every exit"))
         elif options.default_precision in manifest.precisions:
             manifest.default_precision = options.default_precision
-            manifest.provenance["default_precision_rule"] = "set by the exporter"
+            manifest.provenance = replace(manifest.provenance, default_precision_rule="set by the exporter")
         else:
             raise ExportError(f"default precision {options.default_precision!r} was not exported; "
                               f"exported: {', '.join(manifest.precisions)}")
@@ -383,6 +382,6 @@ def export_model(
                                 options.max_accuracy_loss)
     manifest.save(out)
     record_streaming(out, manifest, list(manifest.precisions), options)
-    rules = {k: v["patience"] if k == "patience" else v["threshold"] for k, v in manifest.policy["measures"].items()}
+    rules = {k: v.patience if k == "patience" else v.threshold for k, v in manifest.policy.measures.items()}
     log.info(f"early-exit rules (max UAR loss {options.max_accuracy_loss:g}): {json.dumps(rules)}")
     return manifest

@@ -21,10 +21,11 @@ def test_manifest_describes_the_chain(tiny_export):
     assert m.labels == TINY_LABELS and m.sample_rate == 16000 and m.normalize
     assert m.min_samples == 400 and m.samples_per_frame == 320  # wav2vec2's CNN: 25 ms window, 20 ms hop
     assert set(m.precisions) == {"fp32", "int8", "int8-blocks"}
-    assert set(m.precisions["int8-blocks"]["quantized"]) == {"blocks_00_01", "blocks_01_03", "blocks_03_04"}
-    assert set(m.precisions["int8"]["quantized"]) == {"encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
+    assert set(m.precisions["int8-blocks"].quantized) == {"blocks_00_01", "blocks_01_03", "blocks_03_04"}
+    assert set(m.precisions["int8"].quantized) == {"encoder", "context", "blocks_00_01", "blocks_01_03", "blocks_03_04"}
     assert all(e.dev_uar is not None for e in m.exits)
-    assert set(m.policy["measures"]) == {"max_prob", "entropy", "patience"}
+    assert set(m.policy.measures) == {"max_prob", "entropy", "patience"} and m.policy.default == "max_prob"
+    assert set(m.precisions["fp32"].dev_uar) == {1, 3, 4}  # exit layers, typed once when the manifest is read
     params = [e.path_parameters for e in m.exits]
     assert params == sorted(params)
 
@@ -165,13 +166,13 @@ def test_export_records_its_default_precision_and_runs_use_it(tiny_export, tmp_p
     from edge_ser.precision import fastest, verified_precisions
 
     m = load_manifest(tiny_export)  # exported with default_precision="fp32" (conftest): set, not timed
-    assert m.default_precision == "fp32" and m.provenance["default_precision_rule"] == "set by the exporter"
+    assert m.default_precision == "fp32" and m.provenance.default_precision_rule == "set by the exporter"
     assert m.max_precision_loss == 0.005  # recorded even when set: a device's calibrate applies the same rule
-    assert set(m.precisions) == {"fp32", "int8", "int8-blocks"} and all(v["full_depth_ms"] > 0 for v in m.precisions.values())
+    assert set(m.precisions) == {"fp32", "int8", "int8-blocks"} and all(v.full_depth_ms > 0 for v in m.precisions.values())
     demo = load_manifest(DEFAULT_MODEL)  # exported with the timed choice
-    ms = {p: v["full_depth_ms"] for p, v in demo.precisions.items()}
+    ms = {p: v.full_depth_ms for p, v in demo.precisions.items()}
     assert demo.default_precision == fastest({p: ms[p] for p in verified_precisions(demo)})
-    assert "fastest full-depth run" in demo.provenance["default_precision_rule"]
+    assert "fastest full-depth run" in demo.provenance.default_precision_rule
     model = _copy(tiny_export, tmp_path / "m")
     raw = yaml.safe_load((model / "manifest.yaml").read_text())
     for precision in ("int8-blocks", "int8"):

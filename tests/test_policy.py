@@ -1,4 +1,6 @@
 """Stop rules and threshold calibration."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,14 +47,14 @@ def test_calibration_keeps_uar_within_the_allowed_loss_and_saves_compute():
     ]
     layers, costs = [3, 8, 12], [3.0, 8.0, 12.0]
     result = calibrate(probs, truth, layers, costs, max_loss=0.01)
-    rule = result["measures"]["max_prob"]
-    assert rule["dev_uar"] >= rule["full_uar"] - 0.01
-    assert rule["compute_share"] < 0.7  # the easy 60% stop at exit 3
-    stops = simulate(probs, StopRule("max_prob", rule["threshold"]))
+    rule = result.measures["max_prob"]
+    assert rule.dev_uar >= rule.full_uar - 0.01
+    assert rule.compute_share < 0.7  # the easy 60% stop at exit 3
+    stops = simulate(probs, StopRule("max_prob", rule.threshold))
     assert np.all(stops[easy] == 0) and np.all(stops[~easy] == 2)
     # patience 1 would stop hard clips at exit 3, wrongly; 2 agreeing exits happen only on easy clips
-    assert result["measures"]["patience"]["patience"] == 2
-    assert StopRule.from_policy(result).threshold == rule["threshold"]
+    assert result.measures["patience"].patience == 2
+    assert StopRule.from_policy(result).threshold == rule.threshold
 
 
 def test_uar_is_mean_recall():
@@ -87,9 +89,9 @@ def test_calibration_considers_the_certainties_of_every_exit_but_the_last():
     wrong, middle, last = 0.45 * onehot + 0.55 * (1 - onehot), 0.7 * onehot + 0.3 * (1 - onehot), onehot
     result = calibrate([wrong, middle, last], truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0)
     for measure in ("max_prob", "entropy"):
-        rule = result["measures"][measure]
-        assert rule["mean_exit_layer"] == 2 and rule["compute_share"] == pytest.approx(2 / 3)
-        assert simulate([wrong, middle, last], StopRule(measure, rule["threshold"])).tolist() == [1, 1, 1, 1]
+        rule = result.measures[measure]
+        assert rule.mean_exit_layer == 2 and rule.compute_share == pytest.approx(2 / 3)
+        assert simulate([wrong, middle, last], StopRule(measure, rule.threshold)).tolist() == [1, 1, 1, 1]
 
 
 def _onehot_exits(truth: np.ndarray, sure: list[np.ndarray], right: list[np.ndarray]) -> list[np.ndarray]:
@@ -109,12 +111,12 @@ def test_calibration_keeps_full_depth_when_no_early_stop_is_safe_and_records_its
     wrong = np.zeros(5, bool)
     probs = _onehot_exits(truth, [np.full(5, 0.9), np.full(5, 0.8), np.full(5, 0.7)], [wrong, wrong, ~wrong])
     result = calibrate(probs, truth, [2, 5, 9], [1.0, 2.0, 4.0], max_loss=0.0)
-    assert {k: result[k] for k in ("max_accuracy_loss", "calibrated_on_clips", "default")} == \
+    assert {k: getattr(result, k) for k in ("max_accuracy_loss", "calibrated_on_clips", "default")} == \
         {"max_accuracy_loss": 0.0, "calibrated_on_clips": 5, "default": "max_prob"}
     full = {"dev_uar": 1.0, "full_uar": 1.0, "mean_exit_layer": 9.0, "compute_share": 1.0}
     for measure in ("max_prob", "entropy"):
-        assert result["measures"][measure] == {"threshold": 1.0, "patience": None} | full
-    assert result["measures"]["patience"] == {"threshold": None, "patience": 0} | full
+        assert dataclasses.asdict(result.measures[measure]) == {"threshold": 1.0, "patience": None} | full
+    assert dataclasses.asdict(result.measures["patience"]) == {"threshold": None, "patience": 0} | full
 
 
 def test_among_thresholds_that_stop_the_same_clips_the_highest_is_kept():
@@ -124,8 +126,8 @@ def test_among_thresholds_that_stop_the_same_clips_the_highest_is_kept():
     right = np.ones(4, bool)
     probs = _onehot_exits(truth, [np.array([0.6, 0.6, 0.8, 0.9]), np.full(4, 0.55), np.full(4, 0.99)],
                           [right, right, right])
-    rule = calibrate(probs, truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0)["measures"]["max_prob"]
-    assert rule["threshold"] == pytest.approx(0.6) and rule["compute_share"] == pytest.approx(1 / 3)
+    rule = calibrate(probs, truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0).measures["max_prob"]
+    assert rule.threshold == pytest.approx(0.6) and rule.compute_share == pytest.approx(1 / 3)
 
 
 def test_patience_calibration_keeps_the_most_agreement_at_the_same_cost_and_reaches_patience_one():
@@ -134,13 +136,13 @@ def test_patience_calibration_keeps_the_most_agreement_at_the_same_cost_and_reac
     # Every exit right: patience 1 stops at exit 1 (cheapest); patience 2 and 3 cost more. With max_loss 0 and UAR
     # exactly equal to full depth, patience 1 must be accepted (>=, not >).
     probs = _onehot_exits(truth, [np.full(4, 0.7)] * 4, [right] * 4)
-    rule = calibrate(probs, truth, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], max_loss=0.0)["measures"]["patience"]
-    assert rule == {"threshold": None, "patience": 1, "dev_uar": 1.0, "full_uar": 1.0, "mean_exit_layer": 1.0,
+    rule = calibrate(probs, truth, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], max_loss=0.0).measures["patience"]
+    assert dataclasses.asdict(rule) == {"threshold": None, "patience": 1, "dev_uar": 1.0, "full_uar": 1.0, "mean_exit_layer": 1.0,
                     "compute_share": pytest.approx(0.25)}
     # Exit 1 wrong, exits 2-4 right: patience 2 stops at exit 3 and patience 1 would stop wrongly at exit 1.
     probs = _onehot_exits(truth, [np.full(4, 0.7)] * 4, [~right, right, right, right])
-    rule = calibrate(probs, truth, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], max_loss=0.0)["measures"]["patience"]
-    assert rule["patience"] == 2 and rule["mean_exit_layer"] == 3.0 and rule["compute_share"] == pytest.approx(0.75)
+    rule = calibrate(probs, truth, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], max_loss=0.0).measures["patience"]
+    assert rule.patience == 2 and rule.mean_exit_layer == 3.0 and rule.compute_share == pytest.approx(0.75)
 
 
 def test_calibration_on_many_clips_thins_candidates_to_quantiles_and_still_finds_the_cheap_rule():
@@ -150,10 +152,10 @@ def test_calibration_on_many_clips_thins_candidates_to_quantiles_and_still_finds
     sure = rng.uniform(0.5, 1.0, n)
     right_first = sure > 0.8  # exit 1 is right exactly when it is sure
     probs = _onehot_exits(truth, [sure, np.full(n, 0.9)], [right_first, np.ones(n, bool)])
-    rule = calibrate(probs, truth, [1, 2], [1.0, 2.0], max_loss=0.0)["measures"]["max_prob"]
-    stops = simulate(probs, StopRule("max_prob", rule["threshold"]))
-    assert rule["dev_uar"] == 1.0 and np.all(stops[sure < 0.8] == 1)
-    assert 0.8 < rule["threshold"] < 0.802 and rule["compute_share"] < 0.85  # ~40% of clips stop at exit 1
+    rule = calibrate(probs, truth, [1, 2], [1.0, 2.0], max_loss=0.0).measures["max_prob"]
+    stops = simulate(probs, StopRule("max_prob", rule.threshold))
+    assert rule.dev_uar == 1.0 and np.all(stops[sure < 0.8] == 1)
+    assert 0.8 < rule.threshold < 0.802 and rule.compute_share < 0.85  # ~40% of clips stop at exit 1
 
 
 def test_one_exit_models_and_unknown_measures():
@@ -171,5 +173,5 @@ def test_patience_that_never_stops_early_is_not_calibrated_in():
     right = np.ones(4, bool)
     probs = _onehot_exits(truth, [np.full(4, 0.7)] * 3, [~right, right, ~right])
     probs[-1] = np.eye(2)[truth]  # the last exit is right
-    rule = calibrate(probs, truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0)["measures"]["patience"]
-    assert rule["patience"] == 0 and rule["compute_share"] == 1.0
+    rule = calibrate(probs, truth, [1, 2, 3], [1.0, 2.0, 3.0], max_loss=0.0).measures["patience"]
+    assert rule.patience == 0 and rule.compute_share == 1.0

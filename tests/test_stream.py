@@ -90,10 +90,10 @@ def test_endpoint_options_are_checked_and_named(field, value):
 
 def test_the_export_records_which_models_stream_exactly(stream_export, tiny_export):
     streaming = Classifier(stream_export, shared_pool=False).manifest.streaming
-    assert all(v["exact"] and v["max_abs_diff"] <= 1e-4 for v in streaming["precisions"].values())
-    assert set(streaming["precisions"]) == {"fp32", "int8", "int8-blocks"} and 20.0 in streaming["chunk_ms"]
+    assert all(v.exact and v.max_abs_diff <= 1e-4 for v in streaming.precisions.values())
+    assert set(streaming.precisions) == {"fp32", "int8", "int8-blocks"} and 20.0 in streaming.chunk_ms
     normalised = Classifier(tiny_export, shared_pool=False)
-    assert not normalised.manifest.streams_exactly("fp32") and "normalisation" in normalised.manifest.streaming["reason"]
+    assert not normalised.manifest.streams_exactly("fp32") and "normalisation" in normalised.manifest.streaming.reason
     with pytest.raises(StreamError, match="does not stream its encoder exactly"):
         normalised.stream(RATE, incremental=True, endpoint=ENERGY)
 

@@ -332,3 +332,27 @@ def test_an_array_whose_layout_cannot_be_told_is_refused_saying_its_shape_and_wh
     assert "channels x samples (c, n) as torchaudio and librosa give them" in str(refused.value)
     with pytest.raises(AudioError, match=message.replace("audio", "chunk")):
         c.stream(16000, endpoint=None).accept(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: raw["policy"].update(default="loudness"), "field policy.default is 'loudness'"),
+    (lambda raw: raw["policy"]["measures"]["max_prob"].update(threshold=1.5), "policy.measures.max_prob.threshold is 1.5"),
+    (lambda raw: raw["policy"].update(measures=[1, 2]), "field policy.measures is \\[1, 2\\]; allowed: a mapping"),
+    (lambda raw: raw["precisions"]["int8"]["dev_uar"].update(last=0.9), "precisions.int8.dev_uar has a key that is not"),
+    (lambda raw: raw["precisions"]["int8"]["dev_uar"].update({"3": 95.5}), "precisions.int8.dev_uar is"),
+    (lambda raw: raw["precisions"].update(int4={"dev_uar": {}}), "field precisions is 'int4'"),
+    (lambda raw: raw.update(streaming="yes"), "field streaming is 'yes'; allowed: a mapping"),
+])
+def test_the_manifests_sections_are_typed_and_checked_once_when_it_is_read(model, change, message):
+    """policy, precisions and streaming become typed values in load_manifest, each value checked there with one
+    line naming the field: nothing downstream reads them by string keys."""
+    _edit_manifest(model, change)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(model)
+
+
+def test_typed_sections_round_trip_to_the_same_yaml():
+    manifest = load_manifest(DEFAULT_MODEL)
+    assert manifest.to_dict() == yaml.safe_load((DEFAULT_MODEL / "manifest.yaml").read_text())
+    assert manifest.precisions["int8"].dev_uar[3] == manifest.exits[0].dev_uar  # exit layers as numbers
+    assert manifest.policy.rule()[0] == "max_prob" and manifest.provenance.synthetic

@@ -28,6 +28,7 @@ import json
 import logging
 import tempfile
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -232,24 +233,22 @@ def model_info(service: Service) -> dict:
     classifier = service.classifier
     manifest = classifier.manifest
     precision = classifier.engine.precision
-    dev = {p: (v or {}).get("dev_uar") or {} for p, v in manifest.precisions.items()}
     exits = [{"layer": e.layer, "path_parameters": e.path_parameters, "dev_uar": e.dev_uar, "test_uar": e.test_uar,
-              "dev_uar_by_precision": {p: uar.get(str(e.layer)) for p, uar in dev.items()},
+              "dev_uar_by_precision": {p: r.dev_uar.get(e.layer) for p, r in manifest.precisions.items()},
               "megabytes": sum(s.file_for(precision).bytes for s in manifest.chain_to(e) + [e.head]) / 1e6}
              for e in manifest.exits]
-    policy = manifest.policy or {}
-    rule = (policy.get("measures") or {}).get(policy.get("default", "max_prob")) if policy else None
-    exact = [p for p, v in (manifest.streaming.get("precisions") or {}).items() if (v or {}).get("exact")]
+    measure, rule = manifest.policy.rule() if manifest.policy else (None, None)
+    exact = [p for p, check in manifest.streaming.precisions.items() if check.exact]
     choice = device_choice(classifier.model_dir, manifest)
     profile = classifier.profile
     return {
         "model": {"name": manifest.name, "description": manifest.description, "labels": list(manifest.labels),
                   "sample_rate": manifest.sample_rate, "exits": exits, "default_precision": manifest.default_precision,
                   "verified_precisions": verified_precisions(manifest),
-                  "early_exit": None if rule is None else {"measure": policy.get("default", "max_prob"), **rule},
+                  "early_exit": None if rule is None else {"measure": measure, **asdict(rule)},
                   "streaming": {"exact_at": exact, "encoder_streams": manifest.streams_exactly(precision),
-                                "reason": manifest.streaming.get("reason")},
-                  "synthetic": bool(manifest.provenance.get("synthetic"))},
+                                "reason": manifest.streaming.reason},
+                  "synthetic": manifest.provenance.synthetic},
         "server": {"precision": precision, "precision_from": classifier.precision_source,
                    "run": service.run.as_kwargs(), "detector": service.endpoint.resolved().detector,
                    "limits": {"clip_seconds": service.limits.clip_seconds, "clients": service.limits.clients,
