@@ -15,10 +15,10 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 
 from .errors import ProfileError
 from .manifest import RUN_PRECISIONS, Manifest
+from .profile import load_versioned_yaml, save_yaml
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +83,12 @@ class DeviceChoice:
             manifest.fingerprint(p) == f for p, f in self.fingerprints.items()) and self.precision in self.fingerprints
 
     def save(self, path: str | Path) -> Path:
-        partial = Path(path).with_suffix(".tmp")
-        partial.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
-        partial.replace(path)  # a reader sees the old choice or the new one
-        return Path(path)
+        return save_yaml(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> DeviceChoice:
         """Read and check a choice file: every field typed and in range, or one ProfileError naming it."""
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise ProfileError(f"{path}: cannot read the device's precision choice ({str(err).splitlines()[0]})") from None
-        if not isinstance(raw, dict) or raw.get("version") != CHOICE_VERSION:
-            raise ProfileError(f"{path}: not an edge-ser precision choice of version {CHOICE_VERSION}: run edge-ser "
-                               "calibrate again (or delete the file)")
+        raw = load_versioned_yaml(path, "device's precision choice", CHOICE_VERSION)
         try:
             choice = cls(**raw)
         except TypeError as err:

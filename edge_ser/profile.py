@@ -65,20 +65,12 @@ class DeviceProfile:
                                f"run edge-ser calibrate --precision {precision}")
 
     def save(self, path: str | Path) -> Path:
-        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
-        return Path(path)
+        return save_yaml(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> DeviceProfile:
         """Read and check a profile: every field typed and in range, or one ProfileError naming the field."""
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise ProfileError(f"{path}: cannot read the device profile ({str(err).splitlines()[0]})") from None
-        if not isinstance(raw, dict) or raw.get("version") != PROFILE_VERSION:
-            found = raw.get("version") if isinstance(raw, dict) else None
-            raise ProfileError(f"{path}: not an edge-ser device profile of version {PROFILE_VERSION} "
-                               f"(found {found!r}): run edge-ser calibrate again")
+        raw = load_versioned_yaml(path, "device profile", PROFILE_VERSION)
         try:
             profile = cls(**{k: v for k, v in raw.items() if k not in ("segments", "preprocess")},
                           segments={k: _cost(v, f"segments.{k}") for k, v in raw["segments"].items()},
@@ -94,6 +86,27 @@ class DeviceProfile:
             if not ok:
                 raise ProfileError(f"{path}: field {name} is {value!r}; see edge-ser calibrate for what it writes")
         return profile
+
+
+def save_yaml(path: str | Path, data: dict) -> Path:
+    """Write a file calibrate makes as a whole: a reader (a running service) sees the old one or the new one."""
+    partial = Path(path).with_name(Path(path).name + ".tmp")
+    partial.write_text(yaml.safe_dump(data, sort_keys=False))
+    partial.replace(path)
+    return Path(path)
+
+
+def load_versioned_yaml(path: str | Path, what: str, version: int) -> dict:
+    """A YAML mapping that edge-ser calibrate wrote, at `version`; one ProfileError naming the file otherwise."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ProfileError(f"{path}: cannot read the {what} ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or raw.get("version") != version:
+        found = raw.get("version") if isinstance(raw, dict) else None
+        raise ProfileError(f"{path}: not an edge-ser {what} of version {version} (found {found!r}): run edge-ser "
+                           "calibrate again")
+    return raw
 
 
 def _finite(value) -> bool:

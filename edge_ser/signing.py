@@ -83,10 +83,7 @@ def load_public_keys(keys: KeyPaths) -> list:
         except ValueError:
             raise SignatureError(f"{path}: not a PEM public key (make one with: openssl pkey -in private.pem "
                                  "-pubout -out public.pem)") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise SignatureError(f"{path}: {_algorithm(key)} public key; edge-ser signatures are Ed25519 "
-                                 "(openssl genpkey -algorithm ed25519)")
-        loaded.append(key)
+        loaded.append(_ed25519(key, Ed25519PublicKey, path, "public"))
     return loaded
 
 
@@ -105,8 +102,13 @@ def load_private_key(path: str | Path):
     except ValueError:
         raise SignatureError(f"{path}: not a PEM private key, or a wrong passphrase (make one with: openssl "
                              "genpkey -algorithm ed25519 -out private.pem)") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"{path}: {_algorithm(key)} private key; edge-ser signs with Ed25519 "
+    return _ed25519(key, Ed25519PrivateKey, path, "private")
+
+
+def _ed25519(key, kind: type, path: Path, which: str):
+    """`key` if it is an Ed25519 key of `kind`; else one line naming its algorithm."""
+    if not isinstance(key, kind):
+        raise SignatureError(f"{path}: {_algorithm(key)} {which} key; edge-ser signatures are Ed25519 "
                              "(openssl genpkey -algorithm ed25519)")
     return key
 

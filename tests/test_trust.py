@@ -254,7 +254,7 @@ def test_sign_refuses_a_model_whose_files_do_not_match_and_a_key_that_is_not_ed2
     ec_key = tmp_path / "ec.key"
     ec_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    with pytest.raises(ManifestError, match=r"ec.key: an EC \(ECDSA\) private key; edge-ser signs with Ed25519"):
+    with pytest.raises(ManifestError, match=r"ec.key: an EC \(ECDSA\) private key; edge-ser signatures are Ed25519"):
         sign_model(model, ec_key)
 
 
