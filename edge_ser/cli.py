@@ -371,11 +371,12 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edge-ser: %(message)s",
                         stream=sys.stderr)
-    http = None
+    http = frontends = None
     if args.http:
-        from .service.web import parse_http
+        from .service.web import WebFrontend, parse_http
 
         http = parse_http(args.http, args.allow_remote)
+        frontends = [WebFrontend(*http, device=args.device)]
     elif args.device:
         raise CliError("--device shows a microphone on the page: give --http HOST:PORT too")
     address = parse_uri(args.uri or "unix:///tmp/edge-ser.sock", args.allow_remote) if args.uri or not http else None
@@ -392,7 +393,7 @@ def cmd_serve(args) -> int:
     limits = Limits(clients=args.max_clients, idle_seconds=args.idle_timeout, clip_seconds=args.max_clip)
     run = RunOptions(budget_ms=args.budget, memory_mb=args.memory, exit=args.exit, strict=args.strict)
     service = Service(build_classifier(args), run, endpoint_options(args), limits)
-    return run_service(service, address, http, args.device)
+    return run_service(service, address, frontends or ())
 
 
 def cmd_classify(args) -> int:

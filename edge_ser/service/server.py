@@ -24,7 +24,7 @@ import socket
 import stat
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +291,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.scheduler: FairScheduler | None = None
         self.bound: Address | None = None  # where it listens, once it does (a tcp port 0 resolved)
-        self.http_bound: tuple[str, int] | None = None  # where the page is served (serve --http), once it is
+        self.http_bound: tuple[str, int] | None = None  # where a frontend serves the page, once it does (web.py)
         self.web_device: str | None = None  # serve --device: the microphone the page can watch
         self.microphone = None  # its DeviceMicrophone (web.py), while serving
         self._count = 0
@@ -317,22 +317,18 @@ class Service:
             self.connections.discard(connection)
 
     async def serve(self, address: Address | None, ready: Callable[[], None] | None = None,
-                    http: tuple[str, int] | None = None, device: str | None = None) -> None:
+                    frontends: Sequence = ()) -> None:
         """Serve until stop() (or SIGTERM/SIGINT when run by run_service); returns once every client is closed.
-        address: the Wyoming socket (None: the page alone); http: (host, port) of the page (web.py), device: a
-        microphone whose events the page can watch."""
+        address: the Wyoming socket (None: the frontends alone); frontends: more ways in on the same loop and
+        scheduler, each with `async start(service)` and `async stop()` (web.WebFrontend: the page)."""
         self.scheduler = FairScheduler()
         worker = asyncio.create_task(self.scheduler.run())
-        server = web_runner = listening = None
+        server = None
+        started: list = []
         try:
-            if http is not None:
-                from .web import DeviceMicrophone, start_web
-
-                web_runner, port = await start_web(self, *http)
-                self.http_bound = (http[0], port)
-                if device is not None:
-                    self.web_device, self.microphone = device, DeviceMicrophone(self, device)
-                    listening = asyncio.create_task(self.microphone.run())
+            for frontend in frontends:
+                await frontend.start(self)
+                started.append(frontend)
             if address is not None and address.scheme == "stdio":
                 reader, writer = await _stdio_streams(self.limits)
                 if ready:
@@ -358,10 +354,8 @@ class Service:
                 if address.scheme == "unix":
                     with contextlib.suppress(OSError):
                         address.path.unlink()
-            if listening is not None:
-                listening.cancel()
-            if web_runner is not None:
-                await web_runner.cleanup()
+            for frontend in reversed(started):
+                await frontend.stop()
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
@@ -421,8 +415,7 @@ async def _stdio_streams(limits: Limits) -> tuple[asyncio.StreamReader, asyncio.
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-def run_service(service: Service, address: Address | None, http: tuple[str, int] | None = None,
-                device: str | None = None) -> int:
+def run_service(service: Service, address: Address | None, frontends: Sequence = ()) -> int:
     """Serve until SIGTERM or Ctrl-C, then finish every client's request and return 0."""
 
     def ready() -> None:
@@ -438,7 +431,7 @@ def run_service(service: Service, address: Address | None, http: tuple[str, int]
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signal.getsignal(signum) != signal.SIG_IGN:  # an inherited ignore stays (a daemon's convention)
                 loop.add_signal_handler(signum, service.stop)
-        await service.serve(address, ready=ready, http=http, device=device)
+        await service.serve(address, ready=ready, frontends=frontends)
 
     asyncio.run(main())
     log.info("stopped")

@@ -387,6 +387,27 @@ def build_app(service: Service):
     return app
 
 
+class WebFrontend:
+    """`serve --http HOST:PORT [--device NAME]`: the page, started on the service's loop (Service.serve's frontends)."""
+
+    def __init__(self, host: str, port: int, device: str | None = None):
+        self.host, self.port, self.device = host, port, device
+        self._runner = self._listening = None
+
+    async def start(self, service: Service) -> None:
+        self._runner, port = await start_web(service, self.host, self.port)
+        service.http_bound = (self.host, port)
+        if self.device is not None:
+            service.web_device, service.microphone = self.device, DeviceMicrophone(service, self.device)
+            self._listening = asyncio.create_task(service.microphone.run())
+
+    async def stop(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 async def start_web(service: Service, host: str, port: int):
     """Start serving the page on the running loop; returns (runner, the port bound)."""
     try:
