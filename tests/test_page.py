@@ -237,7 +237,10 @@ def test_the_socket_is_a_service_client_bound_by_the_same_limits(server):
     chunk_alone = exchange(server, gap, json.dumps({"type": "ping"}), wait_for="pong")
     assert "outside a request" in chunk_alone[0]["data"]["text"]
     huge = exchange(server, start, bytes(2 * 1024 * 1024))  # over the 1 MiB payload bound
-    assert huge == [{"type": "closed", "code": 1009}]  # WebSocket's "message too big", before it is held
+    # closed, nothing answered: WebSocket's "message too big" (1009), or, when the server's close lands while the
+    # client is still sending, an abnormal closure (1006) as the client sees it
+    assert len(huge) == 1 and huge[0]["type"] == "closed" and huge[0]["code"] in (1009, 1006), huge
+    assert exchange(server, json.dumps({"type": "ping"}), wait_for="pong")[-1]["type"] == "pong"  # serving on
 
 
 def test_a_closed_tab_releases_its_place(recording):
