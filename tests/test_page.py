@@ -275,3 +275,17 @@ def test_uploads_and_addresses_are_checked_where_they_enter(server, tmp_path):
                           (["--device", "pulse"], "give --http HOST:PORT too")):
         done = cli("serve", *args)
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_the_page_and_the_wyoming_socket_share_one_process(tmp_path):
+    """--http beside --uri: one model, both ways in, each announced on stderr."""
+    socket_path = tmp_path / "edge-ser.sock"
+    server = subprocess.Popen([sys.executable, "-m", "edge_ser.cli", "serve", "--uri", f"unix://{socket_path}",
+                               "--http", "127.0.0.1:0", "--vad", "energy"], stderr=subprocess.PIPE, text=True)
+    try:
+        ready, page = server.stderr.readline(), server.stderr.readline()
+        assert ready.strip() == f"edge-ser: ready on unix://{socket_path}" and socket_path.exists()
+        url = re.search(r"page on (http://\S+)", page).group(1)
+        assert exchange(url, json.dumps({"type": "ping"}), wait_for="pong")[-1]["type"] == "pong"
+    finally:
+        stop_server(server)

@@ -632,3 +632,56 @@ def test_the_systemd_unit_runs_serve_with_flags_it_has_and_sandboxes_it():
     assert service["Restart"] == "on-failure" and service["RuntimeDirectory"] == "edge-ser"
     assert service["DynamicUser"] == "yes" and service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict" and service["PrivateTmp"] == "yes"
+
+
+def test_uploads_past_the_bound_are_told_to_retry_and_those_held_finish(classifier, monkeypatch):
+    """The page's recordings share the model's one worker with every stream: past UPLOADS_AT_ONCE held at once,
+    another is answered 503 at once (before its body is read), and the held ones still get their results."""
+    pytest.importorskip("aiohttp")
+    import urllib.error
+    import urllib.request
+
+    import edge_ser.service.web as web
+    from edge_ser.service import Service
+
+    gate, entered = threading.Event(), []
+    real = web.classify_upload
+
+    def held(service, body, name):  # the model, held still on the first recording
+        entered.append(name)
+        gate.wait(30)
+        return real(service, body, name)
+
+    monkeypatch.setattr(web, "classify_upload", held)
+    service = Service(classifier, endpoint=ENERGY)
+    loop = asyncio.new_event_loop()
+    serving = service.serve(None, frontends=[web.WebFrontend("127.0.0.1", 0)])
+    threading.Thread(target=loop.run_until_complete, args=(serving,), daemon=True).start()
+    while service.http_bound is None:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{service.http_bound[1]}/api/classify"
+    body = (SAMPLES / "easy_high-rising.wav").read_bytes()
+
+    def post(name: str) -> tuple[int, dict]:
+        request = urllib.request.Request(url, data=body, method="POST", headers={"X-Filename": name})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+
+    answers: dict[str, tuple[int, dict]] = {}
+    first = [threading.Thread(target=lambda n=n: answers.update({n: post(n)})) for n in ("a.wav", "b.wav")]
+    for thread in first:
+        thread.start()
+    while not entered:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the second is held too, queued behind the first
+    status, refusal = post("c.wav")
+    assert status == 503 and "recordings are being classified; try again" in refusal["error"]
+    gate.set()
+    for thread in first:
+        thread.join(60)
+    assert {n: (code, data["result"]["label"]) for n, (code, data) in answers.items()} == {
+        "a.wav": (200, "high-rising"), "b.wav": (200, "high-rising")}
+    loop.call_soon_threadsafe(service.stop)

@@ -46,6 +46,8 @@ log = logging.getLogger("edge_ser.service")
 PAGE = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
         "/style.css": ("style.css", "text/css"), "/worklet.js": ("worklet.js", "text/javascript")}
 UPLOAD_BYTES = 64 * 2**20  # a recording sent for classification: 2 min of 48 kHz stereo float is 46 MB
+UPLOADS_AT_ONCE = 2  # recordings held for classification at once: past it a page is told to retry (503), so that
+# a burst of uploads cannot hold UPLOAD_BYTES each without end
 
 
 class WebError(EdgeSerError, ValueError):
@@ -308,7 +310,7 @@ def build_app(service: Service):
     from aiohttp import web
 
     limits = service.limits
-    count = [0]
+    count, uploads = [0], [0]  # pages connected so far; recordings being classified now
 
     async def page(request: web.Request) -> web.Response:
         name, kind = PAGE[request.path]
@@ -322,6 +324,16 @@ def build_app(service: Service):
     async def classify(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > UPLOAD_BYTES:
             return web.json_response({"error": f"the recording is over {UPLOAD_BYTES // 2**20} MiB"}, status=413)
+        if uploads[0] >= UPLOADS_AT_ONCE:
+            return web.json_response({"error": f"{uploads[0]} recordings are being classified; try again shortly"},
+                                     status=503, headers={"Retry-After": "1"})
+        uploads[0] += 1
+        try:
+            return await classify_body(request)
+        finally:
+            uploads[0] -= 1
+
+    async def classify_body(request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
