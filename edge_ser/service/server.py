@@ -167,9 +167,14 @@ class FairScheduler:
 
 
 class Connection:
-    """One client: reads events, hands jobs to the scheduler, writes replies and results in order."""
+    """One client: reads events, hands jobs to the scheduler, writes replies and results in order.
 
-    def __init__(self, service: Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str):
+    The transport is three hooks: _receive (the next event), _write (a step's events) and _close; this class is
+    a Wyoming socket's, web.WebConnection a page's WebSocket. Everything else (backpressure, idle clients, the
+    order of replies, ending an open request) is one piece of code for both."""
+
+    def __init__(self, service: Service, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter | None,
+                 name: str):
         self.service, self.reader, self.writer, self.name = service, reader, writer, name
         self.session = Session(service.classifier, service.run, service.endpoint, service.limits, service.info)
         self.outbox: asyncio.Queue = asyncio.Queue()  # (events or a job's future of them, cost), in order; None ends
@@ -182,13 +187,11 @@ class Connection:
         try:
             if await self._read():
                 self.take(self.session.finish())  # the server is stopping: end the open request as audio-stop would
-        finally:
+        finally:  # a client that left mid-request: its session and stream go with this object, unclassified
             self.outbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, self.service.limits.idle_seconds)
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+            await self._close()
             log.info("%s: closed", self.name)
 
     async def _read(self) -> bool:
@@ -205,7 +208,7 @@ class Connection:
                 await self._wait_for_room(stop)
                 if stop.done():
                     return True
-                reading = reading or asyncio.ensure_future(read_event(self.reader, limits))
+                reading = reading or asyncio.ensure_future(self._receive())
                 done, _ = await asyncio.wait({reading, stop}, timeout=limits.idle_seconds,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reading not in done:
@@ -218,6 +221,10 @@ class Connection:
                 try:
                     event = reading.result()
                 except ProtocolError as err:
+                    if not err.fatal:  # a message refused, the connection goes on
+                        self.take(Step(reply=[error(str(err), err.code)]))
+                        reading = None
+                        continue
                     self.take(Step(reply=[error(f"{err}; closing", err.code)]))
                     return False
                 except (ConnectionError, OSError):
@@ -259,21 +266,41 @@ class Connection:
         while (item := await self.outbox.get()) is not None:
             output, cost = item
             events = await output if isinstance(output, asyncio.Future) else output
-            if not self.writer.is_closing():
-                for event in events:
-                    self.writer.write(encode_event(event))
-                try:
-                    if self.writer.transport.get_write_buffer_size() > limits.unsent_bytes:
-                        raise TimeoutError
-                    await asyncio.wait_for(self.writer.drain(), limits.idle_seconds)
-                except (TimeoutError, asyncio.TimeoutError):
-                    log.warning("%s: does not read its results; closing", self.name)
-                    self.writer.transport.abort()
-                except (ConnectionError, OSError):
-                    pass
+            try:
+                await self._write(events)
+            except (TimeoutError, asyncio.TimeoutError):
+                log.warning("%s: does not read its results; closing", self.name)
+                await self._abort()
+            except (ConnectionError, OSError, RuntimeError):
+                pass  # the client has gone: its output is dropped, its cost released
             self.pending -= cost
             if self.pending < limits.pending_bytes:
                 self.room.set()
+
+    # ---- the transport: a Wyoming socket -------------------------------------------------------
+
+    async def _receive(self) -> Event | None:
+        """The next event, None when the client has left; ProtocolError (fatal) for a malformed one."""
+        return await read_event(self.reader, self.service.limits)
+
+    async def _write(self, events: list[Event]) -> None:
+        """Send a step's events; TimeoutError when the client does not take them (not read for idle_seconds, or
+        more than unsent_bytes waiting)."""
+        if self.writer.is_closing():
+            return
+        for event in events:
+            self.writer.write(encode_event(event))
+        if self.writer.transport.get_write_buffer_size() > self.service.limits.unsent_bytes:
+            raise TimeoutError
+        await asyncio.wait_for(self.writer.drain(), self.service.limits.idle_seconds)
+
+    async def _abort(self) -> None:
+        self.writer.transport.abort()
+
+    async def _close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
 
 
 class Service:
@@ -296,25 +323,35 @@ class Service:
         self.microphone = None  # its DeviceMicrophone (web.py), while serving
         self._count = 0
 
+    def busy(self) -> str | None:
+        """Why a new client cannot be served now, or None when it can (for every way in: socket, page)."""
+        if self.stopping.is_set():
+            return "the server is stopping"
+        if len(self.connections) >= self.limits.clients:
+            return f"this server serves at most {self.limits.clients} clients at once"
+        return None
+
+    async def host(self, connection: Connection) -> None:
+        """Serve an admitted connection to its end, counted among the clients meanwhile."""
+        self.connections.add(connection)
+        log.info("%s: connected", connection.name)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._count += 1
         name = f"client {self._count}"
-        if len(self.connections) >= self.limits.clients or self.stopping.is_set():
-            why = "the server is stopping" if self.stopping.is_set() else \
-                f"this server serves at most {self.limits.clients} clients at once"
+        why = self.busy()
+        if why is not None:
             log.warning("%s: refused (%s)", name, why)
             with contextlib.suppress(ConnectionError, OSError):
                 writer.write(encode_event(error(f"{why}; try again later", "busy")))
                 await writer.drain()
             writer.close()
             return
-        connection = Connection(self, reader, writer, name)
-        self.connections.add(connection)
-        log.info("%s: connected", name)
-        try:
-            await connection.serve()
-        finally:
-            self.connections.discard(connection)
+        await self.host(Connection(self, reader, writer, name))
 
     async def serve(self, address: Address | None, ready: Callable[[], None] | None = None,
                     frontends: Sequence = ()) -> None:

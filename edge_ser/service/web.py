@@ -89,87 +89,38 @@ def parse_text_event(text: str) -> Event:
 
 
 class WebConnection(Connection):
-    """One page's WebSocket: the service's Connection (steps, backpressure, fair jobs) over WebSocket frames."""
+    """One page's WebSocket: the service's Connection over WebSocket frames (text: JSON events; binary: the
+    audio-chunk payloads of the request audio-start opened)."""
 
     def __init__(self, service: Service, ws, name: str):
         super().__init__(service, None, None, name)
         self.ws = ws
 
-    async def serve(self) -> None:
-        sender = asyncio.create_task(self._send())
-        try:
-            if await self._read():
-                self.take(self.session.finish())
-        finally:
-            if self.session.format is not None:  # the tab closed mid-request: end it, releasing its stream
-                self.take(self.session.finish())
-            self.outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, self.service.limits.idle_seconds)
-            await self.ws.close()
-            log.info("%s: closed", self.name)
-
-    async def _read(self) -> bool:
+    async def _receive(self) -> Event | None:
         from aiohttp import WSMsgType
 
-        limits = self.service.limits
-        stop = asyncio.ensure_future(self.service.stopping.wait())
-        receiving: asyncio.Future | None = None
-        try:
-            while True:
-                await self._wait_for_room(stop)
-                if stop.done():
-                    return True
-                receiving = receiving or asyncio.ensure_future(self.ws.receive())
-                done, _ = await asyncio.wait({receiving, stop}, timeout=limits.idle_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if receiving not in done:
-                    if stop.done():
-                        return True
-                    if self.pending:
-                        continue
-                    self.take(Step(reply=[error(f"no message for {limits.idle_seconds:g} s; closing", "timeout")]))
-                    return False
-                message, receiving = receiving.result(), None
-                if message.type == WSMsgType.TEXT:
-                    try:
-                        event = parse_text_event(message.data)
-                    except ProtocolError as err:
-                        self.take(Step(reply=[error(str(err), err.code)]))
-                        continue
-                elif message.type == WSMsgType.BINARY:
-                    form = self.session.format
-                    data = {"rate": form.rate, "width": form.width, "channels": form.channels} if form else {}
-                    event = Event(type="audio-chunk", data=data, payload=message.data)
-                elif message.type == WSMsgType.ERROR:  # e.g. a frame over the size limit
-                    self.take(Step(reply=[error(f"{self.ws.exception()}; closing", "too-large")]))
-                    return False
-                else:  # closing or closed
-                    return False
-                self.take(self.session.on_event(event))
-        finally:
-            stop.cancel()
-            if receiving is not None:
-                receiving.cancel()
+        message = await self.ws.receive()
+        if message.type == WSMsgType.TEXT:
+            return parse_text_event(message.data)  # a malformed one: refused, the socket goes on
+        if message.type == WSMsgType.BINARY:
+            form = self.session.format
+            data = {"rate": form.rate, "width": form.width, "channels": form.channels} if form else {}
+            return Event(type="audio-chunk", data=data, payload=message.data)
+        if message.type == WSMsgType.ERROR:  # e.g. a frame over the size limit
+            raise ProtocolError(str(self.ws.exception()), "too-large", fatal=True)
+        return None  # closing or closed
 
-    async def _send(self) -> None:
-        limits = self.service.limits
-        while (item := await self.outbox.get()) is not None:
-            output, cost = item
-            events = await output if isinstance(output, asyncio.Future) else output
-            for event in events:
-                if self.ws.closed:
-                    break
-                try:
-                    await asyncio.wait_for(self.ws.send_str(event_json(event)), limits.idle_seconds)
-                except (TimeoutError, asyncio.TimeoutError):
-                    log.warning("%s: does not read its results; closing", self.name)
-                    await self.ws.close()
-                except (ConnectionError, OSError, RuntimeError):
-                    break
-            self.pending -= cost
-            if self.pending < limits.pending_bytes:
-                self.room.set()
+    async def _write(self, events: list[Event]) -> None:
+        for event in events:
+            if self.ws.closed:
+                return
+            await asyncio.wait_for(self.ws.send_str(event_json(event)), self.service.limits.idle_seconds)
+
+    async def _abort(self) -> None:
+        await self.ws.close()
+
+    async def _close(self) -> None:
+        await self.ws.close()
 
 
 class DeviceMicrophone:
@@ -358,19 +309,13 @@ def build_app(service: Service):
         await ws.prepare(request)
         count[0] += 1
         name = f"page {count[0]}"
-        if len(service.connections) >= limits.clients or service.stopping.is_set():
-            why = "the server is stopping" if service.stopping.is_set() else \
-                f"this server serves at most {limits.clients} clients at once"
+        why = service.busy()
+        if why is not None:
+            log.warning("%s: refused (%s)", name, why)
             await ws.send_str(event_json(error(f"{why}; try again later", "busy")))
             await ws.close()
             return ws
-        connection = WebConnection(service, ws, name)
-        service.connections.add(connection)
-        log.info("%s: connected", name)
-        try:
-            await connection.serve()
-        finally:
-            service.connections.discard(connection)
+        await service.host(WebConnection(service, ws, name))
         return ws
 
     async def device_socket(request: web.Request) -> web.StreamResponse:
