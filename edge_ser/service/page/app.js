@@ -95,7 +95,7 @@ function renderInfo(info) {
   table.append(el("caption", { text: "Exits: parameters on the path, UAR per precision (dev), test UAR" }));
   table.append(el("tr", {}, el("th", { text: "exit" }), el("th", { text: "parameters" }),
                   ...precisions.map((p) => el("th", { text: `dev UAR ${p}` })), el("th", { text: "test UAR" }),
-                  el("th", { text: "MB" })));
+                  el("th", { text: `MB at ${server.precision}` })));
   for (const e of model.exits) {
     table.append(el("tr", { "data-exit": e.layer }, el("td", { text: e.layer }),
                     el("td", { text: e.path_parameters.toLocaleString("en") }),
