@@ -33,7 +33,8 @@ chroot "$ROOT" /bin/bash -euo pipefail -c '
   echo "arm64: $(uname -m), $(/venv/bin/python -c "import onnxruntime, platform; print(platform.machine(), onnxruntime.__version__)")"
   # The bench report is all timing, meaningless under emulation, and ran over 15 minutes there: left out.
   /venv/bin/python -m pytest -q -p no:cacheprovider \
-    --deselect tests/test_device.py::test_bench_writes_a_report_and_compares_reports 2>&1 | tee /tmp/arm64-tests.log
+    --deselect tests/test_device.py::test_bench_writes_a_report_and_compares_reports 2>&1 | tee /tmp/arm64-tests.log \
+    || echo "arm64: some tests failed: recorded, and the outputs are still compared"
   /venv/bin/python scripts/arm64_outputs.py write /tmp/arm64.json'
 
 "$PY" scripts/arm64_outputs.py write /tmp/x86_64.json

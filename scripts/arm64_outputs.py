@@ -75,15 +75,18 @@ def compare(a: Path, b: Path, tests_log: Path | None = None) -> int:
             bad.append(f"{precision} stream: utterances or labels differ: {ls} vs {rs}")
     print("max abs diff of probabilities: " + ", ".join(f"{p} {d:.2e}" for p, d in worst.items()))
     print("labels equal, within tolerance" if not bad else "DIFFERENT:\n" + "\n".join(bad))
-    summary = None
+    summary, failed = None, []
     if tests_log is not None and tests_log.exists():
-        lines = [line.strip("= \n") for line in tests_log.read_text().splitlines() if " passed" in line]
+        log = tests_log.read_text().splitlines()
+        lines = [line.strip("= \n") for line in log if " passed" in line]
         summary = lines[-1] if lines else None
+        failed = [line.split()[1] for line in log if line.startswith("FAILED ")]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from common import save
 
     save("arm64", {"max_abs_diff": worst, "tolerance": TOLERANCE, "outputs_equal": not bad, "differences": bad,
-                   "arm64_tests": summary, "arm64": right.get("platform"), "x86": left.get("platform")})
+                   "arm64_tests": summary, "arm64_failed": failed, "arm64": right.get("platform"),
+                   "x86": left.get("platform")})
     return 1 if bad else 0
 
 
