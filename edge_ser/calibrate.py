@@ -112,7 +112,13 @@ def time_full_depth(model_dir, precisions: list[str], seconds: float = 3.0, roun
     a load burst on a shared machine hits them all alike; the first round warms the sessions up. It uses the
     process-wide thread pool, as a device app does (the export runs it in a process of its own for that).
     classifier_options: threads, providers, public_key, as the runs will use them."""
-    classifiers = {p: Classifier(model_dir, precision=p, **classifier_options) for p in precisions}
+    return time_classifiers({p: Classifier(model_dir, precision=p, **classifier_options) for p in precisions},
+                            seconds, rounds)
+
+
+def time_classifiers(classifiers: dict[str, Classifier], seconds: float = 3.0, rounds: int = 5) -> dict[str, float]:
+    """time_full_depth on Classifiers already open (one per precision, in the order given)."""
+    precisions = list(classifiers)
     rate = next(iter(classifiers.values())).manifest.sample_rate
     clip = (0.1 * np.random.default_rng(0).standard_normal(int(seconds * rate))).astype(np.float32)
     times: dict[str, list[float]] = {p: [] for p in precisions}
@@ -134,16 +140,20 @@ def describe_profile(profile: DeviceProfile, seconds: tuple[float, ...] = (1.0, 
     return "\n".join(lines)
 
 
-def choose_precision(model_dir, classifier_options: dict, rounds: int = 5) -> DeviceChoice:
+def choose_precision(model_dir, classifier_options: dict, rounds: int = 5) -> tuple[DeviceChoice, Classifier]:
     """Time every precision the manifest's accuracy rule allows, here, at full depth on a 3 s clip, and choose
-    the fastest (edge_ser.precision): what the export machine chose is not what this device runs fastest."""
-    from .precision import DeviceChoice, fastest, max_precision_loss, verified_precisions
+    the fastest (edge_ser.precision): what the export machine chose is not what this device runs fastest.
+    Returns the choice and the chosen precision's Classifier (opened, checked and warmed up: profile it)."""
+    from .precision import fastest, max_precision_loss, verified_precisions
 
     first = Classifier(model_dir, precision="fp32", **classifier_options)
     manifest = first.manifest
     candidates = verified_precisions(manifest)
-    ms = time_full_depth(model_dir, candidates, rounds=rounds, **classifier_options)
-    return DeviceChoice(model=manifest.name, precision=fastest(ms),
-                        fingerprints={p: manifest.fingerprint(p) for p in candidates}, full_depth_ms=ms,
-                        max_precision_loss=max_precision_loss(manifest), threads=first.engine.threads,
-                        providers=list(first.engine.providers))
+    classifiers = {p: first if p == "fp32" else Classifier(model_dir, precision=p, **classifier_options)
+                   for p in candidates}
+    ms = time_classifiers(classifiers, rounds=rounds)
+    choice = DeviceChoice(model=manifest.name, precision=fastest(ms),
+                          fingerprints={p: manifest.fingerprint(p) for p in candidates}, full_depth_ms=ms,
+                          max_precision_loss=max_precision_loss(manifest), threads=first.engine.threads,
+                          providers=list(first.engine.providers))
+    return choice, classifiers[choice.precision]

@@ -56,7 +56,7 @@ def _add_public_key(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-key", action="append", type=Path, metavar="PEM",
                    help="refuse the model unless its manifest is signed by this Ed25519 key (edge-ser sign) and every "
                         "file matches it, checked before anything is loaded; a PEM file or a folder of them, "
-                        "repeatable: any one key suffices (README: Signed models)")
+                        "repeatable: any one key suffices (docs/device.md: Trust)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -468,8 +468,7 @@ def cmd_info(args) -> int:
 
     choice = device_choice(directory, manifest)
     if choice is not None:
-        timed = ", ".join(f"{p} {ms:.1f} ms" for p, ms in choice.full_depth_ms.items())
-        print(f"  on device   {choice.precision}: the fastest verified precision here ({timed} at full depth, "
+        print(f"  on device   {choice.precision}: the fastest verified precision here ({choice.timings()} at full depth, "
               f"3 s clip; edge-ser calibrate, {choice.date})")
     dev_int8 = manifest.precisions["int8"].dev_uar if "int8" in manifest.precisions else {}
     dev_blocks = manifest.precisions["int8-blocks"].dev_uar if "int8-blocks" in manifest.precisions else {}
@@ -485,7 +484,7 @@ def cmd_info(args) -> int:
         stop = f"patience {rule.patience}" if measure == "patience" else f"{measure} >= {rule.threshold:.3f}"
         print(f"  early exit  {stop}: dev UAR {100 * rule.dev_uar:.1f}% vs {100 * rule.full_uar:.1f}% at full depth, "
               f"{100 * rule.compute_share:.0f}% of full-depth compute (mean exit {rule.mean_exit_layer:.1f})")
-    exact = [p for p, check in manifest.streaming.precisions.items() if check.exact]
+    exact = manifest.streaming.exact_at
     print("  streaming   " + (f"the encoder runs while audio arrives (checked exact at {', '.join(exact)})" if exact else
                               f"the encoder runs at the end of each utterance "
                               f"({manifest.streaming.reason or 'no streaming check in this manifest'})"))
@@ -564,8 +563,9 @@ def cmd_calibrate(args) -> int:
     if args.precision is None:  # choose this device's precision first, then profile it
         check_output_file(choice_path(directory), "the precision choice")  # before minutes of work, not after
         print("timing every verified precision at full depth ...", file=sys.stderr)
-        choice = choose_precision(directory, options)
-    classifier = Classifier(directory, precision=args.precision or choice.precision, **options)
+        choice, classifier = choose_precision(directory, options)
+    else:
+        classifier = Classifier(directory, precision=args.precision, **options)
     out = args.out or default_profile_path(directory, classifier.engine.precision)
     check_output_file(out, "the profile")
 
@@ -578,8 +578,7 @@ def cmd_calibrate(args) -> int:
     print(describe_profile(profile))
     print(f"wrote {out}")
     if choice is not None:
-        timings = ", ".join(f"{p} {ms:.1f} ms" for p, ms in choice.full_depth_ms.items())
-        print(f"precision: {choice.precision}, the fastest here at full depth on a 3 s clip ({timings}) of those within "
+        print(f"precision: {choice.precision}, the fastest here at full depth on a 3 s clip ({choice.timings()}) of those within "
               f"{choice.max_precision_loss:g} dev UAR of fp32 at every exit; the export machine chose "
               f"{classifier.manifest.default_precision}")
         print(f"wrote {choice.save(choice_path(directory))} (classify, listen, serve and Classifier follow it)")

@@ -55,11 +55,11 @@ def _calibrate(model, monkeypatch, timings, *args):
 
     timed = []
 
-    def fake_time_full_depth(model_dir, precisions, **_options):
-        timed.append(list(precisions))
-        return {p: timings[p] for p in precisions}
+    def fake_time_classifiers(classifiers, **_options):
+        timed.append(list(classifiers))
+        return {p: timings[p] for p in classifiers}
 
-    monkeypatch.setattr(edge_ser.calibrate, "time_full_depth", fake_time_full_depth)
+    monkeypatch.setattr(edge_ser.calibrate, "time_classifiers", fake_time_classifiers)
     # The command opens its sessions in the process-wide pool, as on a device; in this test process that pool
     # would refuse every later session with threads of its own (the export tests'), so these get their own.
     real_init = Engine.__init__
