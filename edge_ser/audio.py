@@ -139,7 +139,7 @@ def to_mono(samples: object, what: str = "audio") -> np.ndarray:
     elif rows <= MAX_CHANNELS and (columns > rows or rows == 1):
         axis = 0  # channels first
     else:
-        raise AudioError(f"{what} of shape {array.shape} is {'ambiguous' if max(rows, columns) <= MAX_CHANNELS else 'not a layout of 1-8 channels'}: "
+        raise AudioError(f"{what} of shape {array.shape} is {'ambiguous' if max(rows, columns) <= MAX_CHANNELS else f'not a layout of 1-{MAX_CHANNELS} channels'}: "
                          f"expected {expected}")
     return as_float(array, what).mean(axis=axis, dtype=np.float32)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .integrity import checked_model
 from .errors import ProviderError
+from .integrity import checked_model
 from .manifest import RUN_PRECISIONS, Manifest, ManifestError, Segment
 
 log = logging.getLogger(__name__)

@@ -109,3 +109,8 @@ def verify_files(directory: str | Path, manifest: Manifest, precision: str | Non
     the manifest lists, or those a run at `precision` uses. A device can check its storage at boot instead of on
     a file's first use; a signed model is checked this way before anything is loaded."""
     return [(ref.file, check_file(directory, ref)) for ref in model_files(manifest, precision)]
+
+
+def mismatched_files(directory: str | Path, manifest: Manifest, precision: str | None = None) -> list[str]:
+    """"file (why)" for each file of verify_files that is missing or does not match the manifest."""
+    return [f"{file} ({why})" for file, why in verify_files(directory, manifest, precision) if why]

@@ -103,6 +103,11 @@ class Streaming:
     chunk_ms: tuple[float, ...] = ()
     reason: str | None = None  # why it does not (per-clip normalisation, a chunk-dependent encoder ...)
 
+    @property
+    def exact_at(self) -> list[str]:
+        """The precisions at which the export found chunked encoder output equal to whole-clip output."""
+        return [p for p, check in self.precisions.items() if check.exact]
+
 
 @dataclass(frozen=True)
 class Provenance:

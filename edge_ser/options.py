@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,8 +90,6 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> str | os.
     """A file the command will write, refused before any work when it cannot be: a folder, a missing folder to
     put it in, or a place this process may not write (a calibration or bench must not run for minutes and then
     die on its output)."""
-    from pathlib import Path
-
     target = Path(path)
     folder, named = target.parent, f"{what} {target}".strip()
     if target.is_dir():
@@ -105,8 +104,6 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> str | os.
 def check_output_folder(path: str | os.PathLike, what: str = "--out") -> str | os.PathLike:
     """A folder the command will write into (made if missing), refused before any work when it cannot be: a
     file of that name, or a place this process may not write."""
-    from pathlib import Path
-
     target = Path(path)
     named = f"{what} {target}".strip()
     if target.exists() and not target.is_dir():

@@ -15,10 +15,9 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from .errors import ProfileError
 from .manifest import RUN_PRECISIONS, Manifest
-from .profile import load_versioned_yaml, save_yaml
+from .profile import finite_number, load_versioned_yaml, save_yaml
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,10 @@ class DeviceChoice:
     date: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     version: int = CHOICE_VERSION
 
+    def timings(self) -> str:
+        """"fp32 10.1 ms, int8 7.0 ms, ...": what calibrate timed, as info and calibrate print it."""
+        return ", ".join(f"{p} {ms:.1f} ms" for p, ms in self.full_depth_ms.items())
+
     def fits(self, manifest: Manifest) -> bool:
         """True when the choice was made for this model's current files (an update over the air makes it stale)."""
         return self.model == manifest.name and all(
@@ -100,7 +103,7 @@ class DeviceChoice:
                 p in RUN_PRECISIONS and isinstance(f, str) and len(f) == 64 for p, f in choice.fingerprints.items())),
             ("full_depth_ms", isinstance(choice.full_depth_ms, dict) and all(
                 p in RUN_PRECISIONS and _positive(ms) for p, ms in choice.full_depth_ms.items())),
-            ("max_precision_loss", _number(choice.max_precision_loss) and 0 <= choice.max_precision_loss <= 1),
+            ("max_precision_loss", finite_number(choice.max_precision_loss) and 0 <= choice.max_precision_loss <= 1),
             ("threads", isinstance(choice.threads, int) and not isinstance(choice.threads, bool) and choice.threads >= 0),
         )
         for name, ok in checks:
@@ -110,12 +113,8 @@ class DeviceChoice:
         return choice
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
-
-
 def _positive(value) -> bool:
-    return _number(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def choice_path(model_dir: str | Path) -> Path:

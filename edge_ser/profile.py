@@ -80,7 +80,7 @@ class DeviceProfile:
         for name, value, ok in (("model", profile.model, isinstance(profile.model, str)),
                                 ("precision", profile.precision, isinstance(profile.precision, str)),
                                 ("threads", profile.threads, isinstance(profile.threads, int) and profile.threads >= 0),
-                                ("quantile", profile.quantile, _finite(profile.quantile) and 0 < profile.quantile <= 1),
+                                ("quantile", profile.quantile, finite_number(profile.quantile) and 0 < profile.quantile <= 1),
                                 ("providers", profile.providers, isinstance(profile.providers, list) and bool(
                                     profile.providers) and all(isinstance(p, str) for p in profile.providers))):
             if not ok:
@@ -109,7 +109,8 @@ def load_versioned_yaml(path: str | Path, what: str, version: int) -> dict:
     return raw
 
 
-def _finite(value) -> bool:
+def finite_number(value) -> bool:
+    """A real number that is not NaN or infinite (a NaN would make every comparison fail silently)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
@@ -117,10 +118,10 @@ def _cost(raw: dict, where: str) -> SegmentCost:
     """A SegmentCost from YAML, each number finite and in range (a NaN would make every plan 'fit')."""
     cost = SegmentCost(**raw)
     checks = (("coefficients", isinstance(cost.coefficients, list) and len(cost.coefficients) == 3
-               and all(_finite(c) for c in cost.coefficients)),
-              ("high_ratio", _finite(cost.high_ratio) and cost.high_ratio >= 1),
-              ("fit_error", _finite(cost.fit_error) and cost.fit_error >= 0),
-              ("memory_mb", _finite(cost.memory_mb) and cost.memory_mb >= 0))
+               and all(finite_number(c) for c in cost.coefficients)),
+              ("high_ratio", finite_number(cost.high_ratio) and cost.high_ratio >= 1),
+              ("fit_error", finite_number(cost.fit_error) and cost.fit_error >= 0),
+              ("memory_mb", finite_number(cost.memory_mb) and cost.memory_mb >= 0))
     for name, ok in checks:
         if not ok:
             raise ValueError(f"{where}.{name} is {getattr(cost, name)!r}: three finite coefficients, "

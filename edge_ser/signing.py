@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ManifestError
-from .integrity import verify_files
+from .integrity import mismatched_files
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -142,7 +142,7 @@ def sign_model(directory: str | Path, private_key: str | Path) -> tuple[Path, st
     key = load_private_key(private_key)
     manifest_bytes = read_manifest_bytes(directory)
     manifest = load_manifest(directory, manifest_bytes)
-    bad = [f"{file} ({why})" for file, why in verify_files(directory, manifest) if why]
+    bad = mismatched_files(directory, manifest)
     if bad:
         raise SignatureError(f"{directory}: not signing a model whose files do not match its manifest: {', '.join(bad)}")
     target = directory / SIGNATURE_NAME
@@ -185,6 +185,6 @@ def load_signed_manifest(directory: str | Path, public_keys: KeyPaths) -> Manife
 def require_files(directory: str | Path, manifest: Manifest, precision: str | None = None) -> None:
     """Refuse, in one line, a model any of whose files (those a run at `precision` opens, or all) is missing or
     does not match the manifest: a signed model is checked whole before anything is loaded."""
-    bad = [f"{file} ({why})" for file, why in verify_files(directory, manifest, precision) if why]
+    bad = mismatched_files(directory, manifest, precision)
     if bad:
         raise SignatureError(f"{directory}: {len(bad)} file(s) do not match the signed manifest: {', '.join(bad)}")

@@ -24,17 +24,17 @@ from wyoming.error import Error
 from wyoming.ping import Pong
 from wyoming.vad import VoiceStarted, VoiceStopped
 
+from ..audio import MAX_CHANNELS
 from ..classifier import Classifier
-from ..runner import Result
 from ..endpoint import EndpointOptions
 from ..errors import AudioError, BudgetError, EdgeSerError
 from ..options import RATE_RULE, RunOptions, is_rate
+from ..runner import Result
 from ..stream import Stream
 from .protocol import Limits, ProtocolError
 
 MODES = ("listen", "push-to-talk", "clip")
 WIDTHS = {2: "<i2", 4: "<i4"}  # bytes per sample -> signed little-endian PCM (Wyoming's audio is PCM)
-MAX_CHANNELS = 8
 RESULT_EVENT = "emotion"  # one per utterance (or clip): what `edge-ser listen --json` prints
 DONE_EVENT = "emotion-stop"  # after audio-stop, once everything of the request has been sent
 

@@ -191,7 +191,7 @@ def model_info(service: Service) -> dict:
               "megabytes": sum(s.file_for(precision).bytes for s in manifest.chain_to(e) + [e.head]) / 1e6}
              for e in manifest.exits]
     measure, rule = manifest.policy.rule() if manifest.policy else (None, None)
-    exact = [p for p, check in manifest.streaming.precisions.items() if check.exact]
+    exact = manifest.streaming.exact_at
     choice = device_choice(classifier.model_dir, manifest)
     profile = classifier.profile
     return {
